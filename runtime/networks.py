@@ -1,0 +1,138 @@
+"""Time-conditioned networks for diffusion models.
+
+`TimeMLP` for 0-dimensional theories (input: a flat vector of features), `TimeConvNet` for lattices
+(1, 2 or 3 dimensions): a residual network of periodic (circular) convolutions, so it is
+translation-equivariant exactly like the theory, with a global-average branch in every block
+so that zero-momentum modes (the magnetisation) are seen at once rather than through the
+receptive field. Both take the already preconditioned input u (unit variance at every t) and
+a time embedding of (t, log std(t)); both use SiLU, which is smooth as an energy-based model
+needs (its score is a gradient of the network).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+class TimeEmbedding(nn.Module):
+    """Features of the diffusion time: sin/cos of t at octave frequencies and log std(t) / 4.
+
+    log std resolves the small-t end (where the score changes fastest) that sinusoids of t
+    alone would need very high frequencies for.
+    """
+
+    def __init__(self, dim: int, n_freq: int = 6):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(n_freq), persistent=False)
+        self.proj = nn.Sequential(nn.Linear(2 * n_freq + 1, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor, log_std: Tensor) -> Tensor:
+        arg = t[:, None] * self.freqs.to(t.dtype)
+        feats = torch.cat([arg.sin(), arg.cos(), log_std[:, None] / 4], dim=1)
+        return self.proj(feats)
+
+
+class _ResBlockMLP(nn.Module):
+    def __init__(self, width: int, emb: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+        self.temb = nn.Linear(emb, width)
+        self.act = nn.SiLU()
+
+    def forward(self, h, e):
+        z = self.fc1(self.act(h)) + self.temb(e)
+        return h + self.fc2(self.act(z))
+
+
+class TimeMLP(nn.Module):
+    """Residual MLP (n_in -> n_out) conditioned on time; for 0-d theories."""
+
+    def __init__(self, n_in: int, n_out: int, *, width: int = 64, depth: int = 3, emb: int = 32,
+                 zero_out: bool = True):
+        super().__init__()
+        self.embed = TimeEmbedding(emb)
+        self.inp = nn.Linear(n_in, width)
+        self.blocks = nn.ModuleList(_ResBlockMLP(width, emb) for _ in range(depth))
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, n_out))
+        if zero_out:   # start as the exact Gaussian model (see diffusion.py)
+            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, u: Tensor, t: Tensor, log_std: Tensor) -> Tensor:
+        e = self.embed(t, log_std)
+        h = self.inp(u.flatten(1))
+        for block in self.blocks:
+            h = block(h, e)
+        return self.out(h).reshape(u.shape[0], -1)
+
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def _conv(dim: int, c_in: int, c_out: int, kernel: int) -> nn.Module:
+    if dim not in _CONV:
+        raise ValueError(f"lattice diffusion networks support 1, 2 or 3 dimensions, not {dim}")
+    return _CONV[dim](c_in, c_out, kernel, padding=kernel // 2, padding_mode="circular")
+
+
+class _ResBlockConv(nn.Module):
+    def __init__(self, dim: int, width: int, emb: int, kernel: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(8, width), width)
+        self.conv1 = _conv(dim, width, width, kernel)
+        self.temb = nn.Linear(emb, width)
+        self.glob = nn.Linear(width, width)
+        self.norm2 = nn.GroupNorm(min(8, width), width)
+        self.conv2 = _conv(dim, width, width, kernel)
+        self.act = nn.SiLU()
+        self.dim = dim
+
+    def _bcast(self, v: Tensor) -> Tensor:
+        return v.reshape(*v.shape, *([1] * self.dim))
+
+    def forward(self, h, e):
+        z = self.conv1(self.act(self.norm1(h)))
+        glob = self.glob(h.flatten(2).mean(2))      # zero-momentum channel mixing
+        z = z + self._bcast(self.temb(e) + glob)
+        z = self.conv2(self.act(self.norm2(z)))
+        return h + z
+
+
+class TimeConvNet(nn.Module):
+    """Translation-equivariant periodic-convolution ResNet (channels_in -> channels_out)."""
+
+    def __init__(self, dim: int, c_in: int, c_out: int, *, width: int = 32, depth: int = 4,
+                 kernel: int = 3, emb: int = 32, zero_out: bool = True):
+        super().__init__()
+        self.embed = TimeEmbedding(emb)
+        self.inp = _conv(dim, c_in, width, kernel)
+        self.blocks = nn.ModuleList(_ResBlockConv(dim, width, emb, kernel) for _ in range(depth))
+        self.out = nn.Sequential(nn.GroupNorm(min(8, width), width), nn.SiLU(),
+                                 _conv(dim, width, c_out, kernel))
+        if zero_out:
+            nn.init.zeros_(self.out[2].weight)
+            nn.init.zeros_(self.out[2].bias)
+
+    def forward(self, u: Tensor, t: Tensor, log_std: Tensor) -> Tensor:
+        e = self.embed(t, log_std)
+        h = self.inp(u)
+        for block in self.blocks:
+            h = block(h, e)
+        return self.out(h)
+
+
+def build_network(feature_shape: tuple[int, ...], *, width: int | None = None,
+                  depth: int | None = None, kernel: int = 3, emb: int = 32,
+                  zero_out: bool = True) -> nn.Module:
+    """The default network for configurations of `feature_shape` = (channels, *lattice)."""
+    channels, lattice = feature_shape[0], feature_shape[1:]
+    if not lattice:
+        return TimeMLP(channels, channels, width=width or 64, depth=depth or 3, emb=emb,
+                       zero_out=zero_out)
+    return TimeConvNet(len(lattice), channels, channels, width=width or 32, depth=depth or 4,
+                       kernel=kernel, emb=emb, zero_out=zero_out)
