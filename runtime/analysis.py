@@ -288,16 +288,20 @@ def format_value_error(mean, error) -> str:
     scale = math.floor(math.log10(abs(mean))) if mean != 0 else 0
     if abs(mean) >= 1e5 or (mean != 0 and abs(mean) < 1e-4 and error < 1e-4):
         return f"{format_value_error(mean / 10**scale, error / 10**scale)}e{scale:+03d}"
-    exponent = math.floor(math.log10(error))
-    digits = 2 if error / 10**exponent < 2 else 1
-    error = float(f"{error:.{digits - 1}e}")                  # round, then re-read the exponent
-    exponent = math.floor(math.log10(error))
-    digits = 2 if error / 10**exponent < 2 else 1
-    decimals = digits - 1 - exponent
+    decimals = _error_decimals(error)
+    error = math.floor(error * 10.0**decimals + 0.5) / 10.0**decimals   # round half up
+    decimals = _error_decimals(error)                # 0.0096 -> 0.010 may change the digits
     if decimals > 0:
-        return f"{mean:.{decimals}f}({round(error * 10**decimals):d})"
+        return f"{mean:.{decimals}f}({math.floor(error * 10**decimals + 0.5):d})"
     q = 10 ** (-decimals)
-    return f"{round(mean / q) * q:d}({round(error / q) * q:d})"
+    return f"{round(mean / q) * q:d}({math.floor(error / q + 0.5) * q:d})"
+
+
+def _error_decimals(error: float) -> int:
+    """Decimal places that keep one significant digit of the error (two if it starts with 1)."""
+    exponent = math.floor(math.log10(error))
+    digits = 2 if error / 10**exponent < 2 else 1
+    return digits - 1 - exponent
 
 
 def format_summary(summary: dict) -> str:
