@@ -115,8 +115,10 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int = 64, lr: float = 1
     for `save_model`.
     """
     torch_dtype = dtype
-    model = build_model(theory, device=device, dtype=torch_dtype, z2=z2, n_layers=n_layers,
-                        hidden=hidden, depth=depth, kernel=kernel, scale_bound=scale_bound)
+    with torch.random.fork_rng(devices=[]):   # initial weights from `seed`, global RNG untouched
+        torch.manual_seed(seed)
+        model = build_model(theory, device=device, dtype=torch_dtype, z2=z2, n_layers=n_layers,
+                            hidden=hidden, depth=depth, kernel=kernel, scale_bound=scale_bound)
     anneal = (0.3 if isinstance(model, VAN) else 0.0) if anneal is None else anneal
     train_settings = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, anneal=anneal,
                           grad_clip=grad_clip, data_weight=data_weight if data is not None else 0.0,
