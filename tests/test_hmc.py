@@ -1,0 +1,232 @@
+"""HMC against exact results: integrator properties, 0-d models, the free field, checkpoints."""
+import itertools
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import fakes
+from theoryc.runtime import hmc
+from theoryc.runtime.analysis import cumulants, derived, gamma_method, summarize
+from theoryc.runtime.ensemble import SamplerError, read_ensemble, write_ensemble
+from theoryc.runtime.hmc import run_hmc
+from theoryc.runtime.measure import estimate_input_series, measure_observables
+
+EXACT_JSON = "/work/shared/reference/exact.json"
+
+
+def free_field_exact(shape, kappa):
+    """<phi^2> = 1/(2V) sum_k 1/(1 - 2 kappa sum_mu cos k_mu); chi2 = V<M^2> = 1/(2(1 - 2 d kappa))."""
+    ks = [2 * np.pi * np.arange(n) / n for n in shape]
+    volume = math.prod(shape)
+    total = sum(1 / (1 - 2 * kappa * sum(np.cos(k) for k in kk)) for kk in itertools.product(*ks))
+    return total / (2 * volume), 1 / (2 * (1 - 2 * len(shape) * kappa))
+
+
+def hamiltonian(theory, phi, p):
+    return theory.action(phi).double() + hmc.kinetic_energy(p)
+
+
+def random_state(shape, chains, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    phi = scale * torch.randn((chains, *shape), generator=g, dtype=torch.float64)
+    return phi, torch.randn((chains, *shape), generator=g, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- integrators
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+def test_integrator_is_reversible(integrator):
+    theory = fakes.phi4_lattice((8, 8), kappa=0.21, lam=0.022)
+    phi, p = random_state(theory.shape, 4, seed=0)
+    step = hmc.INTEGRATORS[integrator]
+    phi1, p1, f1 = step(theory, phi, p, theory.force(phi), 0.1, 10)
+    assert (phi1 - phi).abs().max() > 0.1
+    phi2, p2, _ = step(theory, phi1, -p1, f1, 0.1, 10)
+    assert torch.allclose(phi2, phi, rtol=0, atol=1e-12)
+    assert torch.allclose(-p2, p, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+def test_energy_violation_scales_as_eps_squared(integrator):
+    """Both are 2nd-order: <dH^2>^(1/2) ~ eps^2 at fixed trajectory length 1."""
+    theory = fakes.phi4_lattice((8, 8), kappa=0.21, lam=0.022)
+    phi, p = random_state(theory.shape, 64, seed=1)
+    eps = np.array([0.025, 0.05, 0.1, 0.2])
+    rms = []
+    for e in eps:
+        phi1, p1, _ = hmc.INTEGRATORS[integrator](theory, phi, p, theory.force(phi), e,
+                                                  round(1 / e))
+        dH = hamiltonian(theory, phi1, p1) - hamiltonian(theory, phi, p)
+        rms.append(float(dH.square().mean().sqrt()))
+    slope = np.polyfit(np.log(eps), np.log(rms), 1)[0]
+    assert abs(slope - 2) < 0.2, (slope, rms)
+
+
+def test_omelyan_violates_energy_less_than_leapfrog():
+    theory = fakes.phi4_lattice((8, 8), kappa=0.21, lam=0.022)
+    phi, p = random_state(theory.shape, 16, seed=2)
+    rms = {}
+    for name, step in hmc.INTEGRATORS.items():
+        phi1, p1, _ = step(theory, phi, p, theory.force(phi), 0.1, 10)
+        rms[name] = float((hamiltonian(theory, phi1, p1) - hamiltonian(theory, phi, p)).square()
+                          .mean().sqrt())
+    assert rms["omelyan"] < rms["leapfrog"] / 10
+
+
+# ------------------------------------------------------------------------------ refusals
+
+def test_refuses_complex_action_naming_complex_langevin():
+    with pytest.raises(SamplerError, match="complex action.*--sampler langevin"):
+        run_hmc(fakes.quartic_0d(), n=10, progress=False)
+
+
+def test_refuses_spin_fields():
+    with pytest.raises(SamplerError, match="spin"):
+        run_hmc(fakes.ising_2d(), n=10, progress=False)
+
+
+# ------------------------------------------------------------------------------- physics
+
+def test_gaussian_0d_second_moment_and_creutz_check():
+    theory = fakes.gaussian_0d(1.0)
+    run = run_hmc(theory, n=2000, chains=8, warmup=200, seed=3, progress=False)
+    x2 = gamma_method(measure_observables(theory, run.configs)["x2"])
+    assert abs(x2.mean - 1.0) < 4 * x2.error
+    e = run.summary["exp_minus_dH"]
+    assert abs(e["mean"] - 1) < 4 * e["error"]
+    assert abs(run.summary["acceptance"] - 0.8) < 0.1
+    assert run.stats["accept"].shape == (8, 2000) and set(run.stats) >= {"dH", "step_size"}
+
+
+def double_gaussian_run(moves, seed=4):
+    theory = fakes.double_gaussian_0d(mu0=1.0, s0=0.25)
+    if not moves:
+        theory.symmetries = []
+    run = run_hmc(theory, n=2500, chains=8, warmup=300, seed=seed, progress=False)
+    return measure_observables(theory, run.configs)["x1"]
+
+
+def mode_changes(x):
+    return int((np.diff(np.sign(x), axis=1) != 0).sum())
+
+
+def test_double_gaussian_cumulants_with_symmetry_move():
+    x = double_gaussian_run(moves=True)
+    k = cumulants(x, 4)
+    for name, exact in (("kappa2", 1.0625), ("kappa4", -2.0)):   # mu0^2 + s0^2, -2 mu0^4
+        assert abs(k[name]["mean"] - exact) < 4 * k[name]["error"], (name, k[name])
+    assert gamma_method(x).tau_int < 2
+    assert mode_changes(x) > 0.4 * x.size        # the move flips the mode half of the time
+
+
+def test_double_gaussian_without_move_is_stuck():
+    """The barrier (S rises by 8 at x = 0) needs |p| > 4 to cross: ~1e-4 per trajectory of
+    length 1. Without the move the chains stay in the mode they fell into: x does not
+    decorrelate within the run and the result depends on how the chains happened to split."""
+    x = double_gaussian_run(moves=False)
+    assert mode_changes(x) < 20                   # of 8 x 2500 trajectories
+    assert gamma_method(x).tau_int > 50
+    stuck_chains = np.abs((x > 0).mean(axis=1) - 0.5) > 0.48
+    assert stuck_chains.sum() >= 6
+    assert np.all(np.abs(x[stuck_chains].var(axis=1) - 0.0625) < 0.01)   # s0^2, not 1.0625
+
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+def test_free_field_16x16_matches_exact(integrator):
+    shape, kappa = (16, 16), 0.2
+    phi2_exact, chi2_exact = free_field_exact(shape, kappa)
+    if os.path.exists(EXACT_JSON):   # the shared reference agrees with the formula above
+        ref = json.load(open(EXACT_JSON))["free_scalar_2d"]
+        assert ref["phi2"] == pytest.approx(phi2_exact, rel=1e-12)
+        assert ref["chi2"] == pytest.approx(chi2_exact, rel=1e-12)
+    theory = fakes.phi4_lattice(shape, kappa=kappa, lam=0.0)
+    run = run_hmc(theory, n=2000, chains=8, warmup=300, seed=5, integrator=integrator,
+                  progress=False)
+    obs = measure_observables(theory, run.configs)
+    phi2 = gamma_method(obs["phi2"])
+    chi2 = derived(lambda m: 256 * m[0], [obs["M"] ** 2])
+    assert abs(phi2.mean - phi2_exact) < 3 * phi2.error, phi2
+    assert abs(chi2.mean - chi2_exact) < 3 * chi2.error, chi2
+    e = run.summary["exp_minus_dH"]
+    assert abs(e["mean"] - 1) < 4 * e["error"]
+
+
+def test_float32_fields_sample_with_float64_energies():
+    theory = fakes.phi4_lattice((8, 8), kappa=0.2)
+    run = run_hmc(theory, n=200, chains=4, warmup=100, seed=6, dtype=torch.float32,
+                  progress=False, every=2)
+    assert run.configs.dtype == torch.float32 and run.configs.shape == (4, 200, 1, 8, 8)
+    assert run.stats["dH"].dtype == np.float64
+    assert 0.6 < run.summary["acceptance"] < 0.95
+    assert run.settings["dtype"] == "float32" and run.settings["every"] == 2
+
+
+def test_fixed_step_size_is_not_tuned():
+    theory = fakes.gaussian_0d()
+    run = run_hmc(theory, n=50, chains=2, warmup=10, step_size=0.25, progress=False)
+    assert np.all(run.stats["step_size"] == 0.25) and np.all(run.stats["n_steps"] == 4)
+    assert run.settings["tuned"] is False
+
+
+def test_hmc_to_file_to_summary(tmp_path):
+    theory = fakes.phi4_lattice((8, 8), kappa=0.2)
+    run = run_hmc(theory, n=300, chains=2, warmup=100, seed=7, progress=False)
+    obs = measure_observables(theory, run.configs)
+    write_ensemble(tmp_path / "e.h5", run, obs, {"theory_name": theory.name,
+                                                 "params": theory.params})
+    ens = read_ensemble(tmp_path / "e.h5")
+    out = summarize(ens, theory.estimates, estimate_input_series(theory, ens.observables), 4)
+    assert ens.attrs["sampler"] == "hmc" and ens.attrs["seed"] == 7
+    assert out["sampler"]["step_size"] == pytest.approx(run.summary["step_size"])
+    assert set(out["estimates"]) == {"chi2", "U_L"} and set(out["cumulants"]) == {"M", "phi2"}
+
+
+# ------------------------------------------------------------------------ checkpoint/resume
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(monkeypatch, trajectories):
+    """Make `hmc.step` raise after `trajectories` calls, as a killed job would stop."""
+    real, calls = hmc.step, {"n": 0}
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > trajectories:
+            raise Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hmc, "step", step)
+    return lambda: monkeypatch.setattr(hmc, "step", real)
+
+
+def test_resume_gives_bitwise_identical_ensemble(tmp_path, monkeypatch):
+    theory = fakes.phi4_lattice((4, 4), kappa=0.2, lam=0.02)
+    kwargs = dict(n=40, chains=3, warmup=30, seed=8, every=2, progress=False, checkpoint_every=10)
+    reference = run_hmc(theory, **kwargs)
+    path = tmp_path / "run.ckpt"
+    # Killed at trajectory 25 (tuning; last checkpoint 20), resumed and killed again at 70
+    # (production; last checkpoint 60), then resumed to the end (30 + 2 * 40 = 110).
+    for calls in (25, 50):
+        restore = interrupt_after(monkeypatch, calls)
+        with pytest.raises(Interrupt):
+            run_hmc(theory, checkpoint=path, resume=True, **kwargs)
+        restore()
+    resumed = run_hmc(theory, checkpoint=path, resume=True, **kwargs)
+    assert torch.equal(resumed.configs, reference.configs)
+    for name, value in reference.stats.items():
+        assert np.array_equal(resumed.stats[name], value), name
+    assert resumed.settings["step_size"] == reference.settings["step_size"]
+
+
+def test_resume_refuses_checkpoint_of_another_run(tmp_path):
+    theory = fakes.gaussian_0d()
+    path = tmp_path / "run.ckpt"
+    run_hmc(theory, n=20, warmup=10, seed=1, progress=False, checkpoint=path)
+    with pytest.raises(SamplerError, match="different run"):
+        run_hmc(theory, n=20, warmup=10, seed=2, progress=False, checkpoint=path, resume=True)
