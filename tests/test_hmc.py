@@ -230,3 +230,19 @@ def test_resume_refuses_checkpoint_of_another_run(tmp_path):
     run_hmc(theory, n=20, warmup=10, seed=1, progress=False, checkpoint=path)
     with pytest.raises(SamplerError, match="different run"):
         run_hmc(theory, n=20, warmup=10, seed=2, progress=False, checkpoint=path, resume=True)
+
+
+# --------------------------------------------------------------------------------- slow
+
+@pytest.mark.slow
+def test_phi4_32x32_susceptibility_matches_independent_hmc():
+    """The seed's diffusion-model training point; an independent HMC code gave
+    chi2 = V (<M^2> - <M>^2) = 2.564(35) at kappa = 0.21, lambda = 0.022 on 32x32."""
+    theory = fakes.phi4_lattice((32, 32), kappa=0.21, lam=0.022)
+    run = run_hmc(theory, n=10_000, chains=8, warmup=500, seed=9, progress=False)
+    m = measure_observables(theory, run.configs)["M"]
+    chi2 = derived(lambda a: 1024 * (a[0] - a[1] ** 2), [m**2, m])
+    assert abs(chi2.mean - 2.564) < 3 * math.hypot(chi2.error, 0.035), chi2
+    e = run.summary["exp_minus_dH"]
+    assert abs(e["mean"] - 1) < 4 * e["error"]
+    print(f"chi2 = {chi2.mean:.4f}({chi2.error:.4f}) tau_int {chi2.tau_int:.2f}; {run.summary}")
