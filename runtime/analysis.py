@@ -147,6 +147,8 @@ def derived(fn: Callable[[Sequence[torch.Tensor]], torch.Tensor], primaries: Seq
 
 
 def _project(component: torch.Tensor, leaves, columns, S: float) -> GammaResult:
+    if not component.requires_grad:   # f does not depend on the data: no fluctuation
+        return gamma_method(np.zeros_like(columns[0]), S)
     grads = torch.autograd.grad(component, leaves, retain_graph=True, allow_unused=True)
     series = sum(float(g) * col for g, col in zip(grads, columns) if g is not None)
     if isinstance(series, int):       # f does not depend on the data at all

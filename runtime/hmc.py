@@ -207,7 +207,8 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
         "integrator": integrator, "trajectory_length": float(trajectory_length),
         "target_accept": float(target_accept), "every": int(every),
         "step_size_given": None if step_size is None else float(step_size),
-        "dtype": str(dtype).replace("torch.", ""), "theory": theory.name,
+        "dtype": str(dtype).replace("torch.", ""), "device_type": torch.device(device).type,
+        "theory": theory.name,
         "shape": list(theory.shape), "symmetry_moves": len(list(theory.symmetries or ())),
         "accept_statistic": "min(1, exp(-dH))",
     }
@@ -238,6 +239,7 @@ class _HMCLoop:
         self.configs = torch.zeros((chains, n, *theory.shape), dtype=dtype)
         self.stats = {k: torch.zeros((chains, n), dtype=torch.float64) for k in STAT_NAMES}
         self.production_seconds = 0.0
+        self.last_accept = math.nan
 
     @property
     def total(self) -> int:
@@ -257,9 +259,10 @@ class _HMCLoop:
         self.state, info = step(self.theory, self.state, eps, n_steps, self.generator,
                                 s["integrator"])
         self.state = apply_symmetries(self.theory, self.state, self.generator)
+        self.last_accept = float(info["accept"].mean())
         if it < s["warmup"]:
             if self.tuning:
-                self.dual.update(float(info["accept"].mean()))
+                self.dual.update(self.last_accept)
                 if it == s["warmup"] - 1:
                     self.eps = self.dual.final()
         else:
@@ -284,7 +287,8 @@ class _HMCLoop:
                 self.advance()
                 bar.update(1)
                 if self.iteration % 50 == 0:
-                    bar.set_postfix(eps=f"{self.current_step_size():.4g}")
+                    bar.set_postfix(eps=f"{self.current_step_size():.4g}",
+                                    acc=f"{self.last_accept:.2f}")
                 if checkpoint is not None and (self.iteration % checkpoint_every == 0
                                                or self.iteration == self.total):
                     save_checkpoint(checkpoint, self.snapshot())
