@@ -1,0 +1,345 @@
+"""Print a TheoryIR as one plain, readable, deterministic Python module of torch functions.
+
+Functions act on a batch `cfg` of shape (batch, n_fields, *lattice). A field at a shifted site is
+one `torch.roll` of the field, made once per function; site sums keep the site dimensions (size 1)
+so that per-configuration values broadcast against lattice tensors; common subexpressions are
+eliminated by SymPy's `cse` per stage.
+"""
+from __future__ import annotations
+
+import builtins
+import keyword
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from .. import __version__
+from .ir import TheoryIR
+from .lower import Lowered, to_sympy
+
+AXIS_LETTERS = "xyzw"
+MODULE_NAMES = {"torch", "math", "fill", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
+                "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
+                "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
+                "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t"}
+TORCH_FUNCTIONS = {"exp": "torch.exp", "log": "torch.log", "sin": "torch.sin", "cos": "torch.cos",
+                   "tan": "torch.tan", "sinh": "torch.sinh", "cosh": "torch.cosh", "tanh": "torch.tanh",
+                   "re": "real", "im": "imag", "conjugate": "conj"}
+
+
+class Namer:
+    """Python identifiers for symbols: the user's names where they are safe, never a clash."""
+
+    def __init__(self):
+        self.taken = set(MODULE_NAMES) | set(keyword.kwlist) | set(dir(builtins))
+        self.names: dict[sp.Symbol, str] = {}
+
+    def name(self, sym: sp.Symbol, wanted: str) -> str:
+        if sym not in self.names:
+            ident = wanted
+            while ident in self.taken:
+                ident += "_"
+            self.taken.add(ident)
+            self.names[sym] = ident
+        return self.names[sym]
+
+    def fresh(self, prefix: str):
+        i = 0
+        while True:
+            ident = f"{prefix}{i}"
+            i += 1
+            if ident not in self.taken:
+                yield sp.Symbol(ident)
+
+
+class TorchPrinter(PythonCodePrinter):
+    def __init__(self, names: dict):
+        super().__init__({"fully_qualified_modules": False, "standard": "python3"})
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr, expr.name)
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name in TORCH_FUNCTIONS:
+            return f"{TORCH_FUNCTIONS[name]}({self._print(expr.args[0])})"
+        return super()._print_Function(expr)
+
+    _print_exp = _print_log = _print_sin = _print_cos = _print_tan = _print_Function
+    _print_sinh = _print_cosh = _print_tanh = _print_re = _print_im = _print_conjugate = _print_Function
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr):
+        return f"torch.sign({self._print(expr.args[0])})"
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.args
+        if exp == sp.Rational(1, 2):
+            return f"torch.sqrt({self._print(base)})"
+        if exp == -sp.Rational(1, 2):
+            return f"1/torch.sqrt({self._print(base)})"
+        if exp == -1:
+            return f"1/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _print_Rational(self, expr):
+        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_ImaginaryUnit(self, expr):
+        return "1j"
+
+    def _print_Pi(self, expr):
+        return repr(float(sp.pi))
+
+
+def number(value) -> str:
+    if isinstance(value, complex):
+        return repr(value)
+    return repr(value)
+
+
+class ModuleWriter:
+    def __init__(self, ir: TheoryIR):
+        self.ir, self.th = ir, ir.theory
+        self.namer = Namer()
+        self.printer = TorchPrinter(self.namer.names)
+        self.param_numbers = {sym: to_sympy(self.value(name)) for name, sym in ir.symbols.params.items()}
+        for name, sym in sorted(ir.symbols.params.items()):
+            self.namer.name(sym, name.replace(".", "_"))
+        self.sites = tuple(range(1, self.th.dim + 1))
+
+    def value(self, name):
+        if name in self.th.params:
+            return self.th.params[name]
+        for s in self.th.schedules:
+            if name in s.params:
+                return s.params[name]
+        raise KeyError(name)
+
+    # -- printing helpers --
+    def fold(self, expr: sp.Expr) -> sp.Expr:
+        """Functions of parameters alone are evaluated now: generated code calls torch functions
+        only on tensors."""
+        params = set(self.param_numbers)
+        repl = {}
+        for node in sp.preorder_traversal(expr):
+            if isinstance(node, (sp.Function, sp.Pow)) and node.free_symbols <= params \
+                    and not (isinstance(node, sp.Pow) and node.exp.is_Integer):
+                value = complex(node.xreplace(self.param_numbers).evalf(17))
+                repl[node] = sp.Float(value.real, 17) if value.imag == 0 else \
+                    sp.Float(value.real, 17) + sp.I * sp.Float(value.imag, 17)
+        return expr.xreplace(repl) if repl else expr
+
+    def code(self, expr: sp.Expr) -> str:
+        return self.printer.doprint(expr)
+
+    def cse_lines(self, exprs: list[sp.Expr], temps) -> tuple[list[str], list[sp.Expr]]:
+        exprs = [self.fold(e) for e in exprs]
+        replacements, reduced = sp.cse(exprs, symbols=temps, order="canonical")
+        lines = []
+        for sym, sub in replacements:
+            self.namer.name(sym, sym.name)
+            lines.append(f"{self.namer.names[sym]} = {self.code(sub)}")
+        return lines, reduced
+
+    def field_lines(self, exprs: list[sp.Expr]) -> list[str]:
+        """Views of the fields and one roll per distinct shift the expressions use."""
+        syms = set()
+        for e in exprs:
+            syms |= {s for s in e.free_symbols if self.ir.symbols.is_field(s)}
+        keys = sorted((self.ir.symbols.meaning[s] for s in syms), key=lambda k: (k.field, k.shift))
+        base = {}
+        lines = []
+        origin = (0,) * self.th.dim
+        for f in sorted({k.field for k in keys}):
+            sym = self.ir.symbols.at(f, origin)
+            base[f] = self.namer.name(sym, self.th.fields[f].name)
+            lines.append(f"{base[f]} = cfg[:, {f}]")
+        for k in keys:
+            if k.shift == origin:
+                continue
+            sym = self.ir.symbols.at(k.field, k.shift)
+            ident = self.namer.name(sym, shifted_name(self.th.fields[k.field].name, k.shift))
+            active = [(-s, a + 1) for a, s in enumerate(k.shift) if s]
+            shifts = tuple(s for s, _ in active)
+            dims = tuple(d for _, d in active)
+            if len(active) == 1:
+                lines.append(f"{ident} = torch.roll({base[k.field]}, {shifts[0]}, {dims[0]})")
+            else:
+                lines.append(f"{ident} = torch.roll({base[k.field]}, {shifts}, {dims})")
+        return lines
+
+    def reduction_lines(self, low: Lowered, temps) -> tuple[list[str], sp.Expr]:
+        """Site sums first (kept dims), then the per-configuration expression."""
+        lines, dens = self.cse_lines([r.density for r in low.reductions], temps)
+        for r, d in zip(low.reductions, dens):
+            ident = self.namer.name(r.symbol, r.symbol.name)
+            lines.append(f"{ident} = ({self.code(d)}).sum(SITES, keepdim=True)")
+        return lines, low.expr
+
+    # -- the module --
+    def module(self) -> str:
+        parts = [self.header(), self.action(), self.force(), self.drift(), self.observables(),
+                 self.estimates(), self.symmetries(), self.schedules()]
+        return "\n\n".join(p for p in parts if p).rstrip() + "\n"
+
+    def header(self) -> str:
+        th = self.th
+        params = {k: v for k, v in th.params.items()}
+        lines = [
+            f'"""Generated by theoryc {__version__} from theory \'{th.name}\'. Do not edit: regenerate with',
+            f'`theoryc compile {th.name} --emit python`."""',
+            "import torch",
+            "",
+            "from theoryc.compiler.support import Tabulated, conj, fill, imag, per_config, real",
+            "",
+            f"NAME = {th.name!r}",
+            f"LATTICE = {tuple(th.lattice)!r}",
+            f"FIELDS = {tuple(f.name for f in th.fields)!r}",
+            f"FIELD_KINDS = {tuple(f.kind for f in th.fields)!r}",
+            f"IS_COMPLEX = {self.ir.is_complex!r}",
+            f"PARAMS = {{{', '.join(f'{k!r}: {number(v)}' for k, v in params.items())}}}",
+            f"OBSERVABLES = {tuple(n for n, _, _ in self.ir.observables)!r}",
+            f"SITES = {self.sites!r}  # dimensions of cfg[:, f] that are lattice sites",
+            "",
+        ]
+        for name, sym in sorted(self.ir.symbols.params.items()):
+            lines.append(f"{self.namer.names[sym]} = {number(self.value(name))}")
+        return "\n".join(lines)
+
+    def function(self, signature: str, doc: str, body: list[str]) -> str:
+        return "\n".join([f"def {signature}:", f'    """{doc}"""'] + [f"    {l}" for l in body])
+
+    def action(self) -> str:
+        temps = self.namer.fresh("tmp")
+        low = self.ir.action
+        body = self.field_lines([r.density for r in low.reductions] + [low.expr])
+        lines, expr = self.reduction_lines(low, temps)
+        more, (result,) = self.cse_lines([expr], temps)
+        body += lines + more + [f"return per_config({self.code(result)}, cfg)"]
+        return self.function("action(cfg)", "The action S, shape (batch,).", body)
+
+    def force(self) -> str:
+        temps = self.namer.fresh("tmp")
+        force = self.ir.force
+        low = self.ir.action
+        needs_sums = bool(force.factors)
+        exprs = list(force.fields)
+        body = self.field_lines(exprs + ([r.density for r in low.reductions] if needs_sums else []))
+        if needs_sums:
+            lines, _ = self.reduction_lines(low, temps)
+            body += lines
+            flines, fexprs = self.cse_lines([e for _, e in force.factors], temps)
+            body += flines
+            for (sym, _), e in zip(force.factors, fexprs):
+                body.append(f"{self.namer.name(sym, sym.name)} = {self.code(e)}")
+        lines, results = self.cse_lines(exprs, temps)
+        body += lines
+        first = self.field_ref(0)
+        parts = [f"fill({self.code(r)}, {first})" for r in results]
+        if len(parts) == 1:
+            body.append(f"return {parts[0]}.unsqueeze(1)")
+        else:
+            body.append(f"return torch.stack([{', '.join(parts)}], 1)")
+        return self.function("force(cfg)", "dS/dphi at every site, shape of cfg.", body)
+
+    def field_ref(self, f: int) -> str:
+        return "cfg[:, 0]"
+
+    def drift(self) -> str:
+        doc = ("-dS/dz: holomorphic for a complex action, to evaluate on complexified fields."
+               if self.ir.is_complex else "-dS/dphi, the Langevin drift.")
+        return self.function("drift(cfg)", doc, ["return -force(cfg)"])
+
+    def observables(self) -> str:
+        temps = self.namer.fresh("tmp")
+        lows = [low for _, _, low in self.ir.observables]
+        body = self.field_lines([e for low in lows for e in [low.expr] + [r.density for r in low.reductions]])
+        for name, sym, low in self.ir.observables:
+            lines, expr = self.reduction_lines(low, temps)
+            more, (result,) = self.cse_lines([expr], temps)
+            body += lines + more + [f"{self.namer.name(sym, name)} = {self.code(result)}"]
+        items = ", ".join(f"{n!r}: per_config({self.namer.names[s]}, cfg)" for n, s, _ in self.ir.observables)
+        body.append(f"return {{{items}}}")
+        return self.function("observables(cfg)", "Every observable, name -> shape (batch,).", body)
+
+    def estimates(self) -> str:
+        if not self.ir.averages:
+            return "def estimate_inputs(obs):\n    return {}\n\n\nESTIMATES = {}"
+        temps = self.namer.fresh("tmp")
+        body = []
+        for name, sym, _ in self.ir.observables:
+            if any(sym in low.expr.free_symbols for _, _, low in self.ir.averages):
+                body.append(f"{self.namer.names[sym]} = obs[{name!r}]")
+        lines, results = self.cse_lines([low.expr for _, _, low in self.ir.averages], temps)
+        body += lines
+        items = ", ".join(f"{key!r}: {self.code(r)}" for (key, _, _), r in zip(self.ir.averages, results))
+        body.append(f"return {{{items}}}")
+        out = [self.function("estimate_inputs(obs)",
+                             "Per-configuration quantities whose averages the estimates use.", body)]
+        table = []
+        for name, expr in self.ir.estimates:
+            used = [(key, sym) for key, sym, _ in self.ir.averages if sym in expr.free_symbols]
+            fn = f"estimate_{name}"
+            args = [f"{self.namer.name(sym, sym.name)} = a[{i}]  # {key}" for i, (key, sym) in enumerate(used)]
+            lines, (result,) = self.cse_lines([expr], self.namer.fresh("tmp"))
+            out.append(self.function(f"{fn}(a)", f"{name} from the averages {', '.join(k for k, _ in used)}.",
+                                     args + lines + [f"return {self.code(result)}"]))
+            table.append(f"    {name!r}: ({tuple(k for k, _ in used)!r}, {fn}),")
+        out.append("ESTIMATES = {\n" + "\n".join(table) + "\n}")
+        return "\n\n\n".join(out)
+
+    def symmetries(self) -> str:
+        out, names = [], []
+        for i, s in enumerate(self.ir.symmetries):
+            if not s.exact_move:
+                continue
+            body = self.field_lines(list(s.images))
+            lines, results = self.cse_lines(list(s.images), self.namer.fresh("tmp"))
+            parts = [f"fill({self.code(r)}, cfg[:, 0])" for r in results]
+            body += lines + [f"return torch.stack([{', '.join(parts)}], 1)"]
+            out.append(self.function(f"symmetry_{i}(cfg)", f"The global symmetry {s.text}.", body))
+            names.append(f"symmetry_{i}")
+        out.append(f"SYMMETRIES = ({''.join(n + ', ' for n in names)})")
+        return "\n\n\n".join(out)
+
+    def schedules(self) -> str:
+        out, table = [], []
+        for k in self.ir.schedules:
+            prefix = f"schedule_{k.name}"
+            fns = {}
+            for part, expr in (("k", k.k), ("g", k.g), ("f", k.f), ("xi", k.xi)):
+                if expr is None:
+                    continue
+                out.append(self.function(f"{prefix}_{part}(t)", f"{part}(t) of schedule {k.name}.",
+                                         [f"t = torch.as_tensor(t)",
+                                          f"return {self.code(self.fold(expr))} + torch.zeros_like(t)"]))
+                fns[part] = f"{prefix}_{part}"
+            if k.f is None:
+                out.append(f"_{prefix}_table = Tabulated({prefix}_k, {prefix}_g)")
+                fns["f"], fns["xi"] = f"_{prefix}_table.f", f"_{prefix}_table.xi"
+            table.append(f"    {k.name!r}: ({fns['k']}, {fns['g']}, {fns['f']}, {fns['xi']}),")
+        out.append("SCHEDULES = {\n" + "\n".join(table) + "\n}" if table else "SCHEDULES = {}")
+        return "\n\n\n".join(out)
+
+
+def shifted_name(field: str, shift: tuple[int, ...]) -> str:
+    parts = []
+    for axis, s in enumerate(shift):
+        if s:
+            letter = AXIS_LETTERS[axis] if len(shift) <= 4 else str(axis)
+            parts.append(f"{'p' if s > 0 else 'm'}{abs(s) if abs(s) > 1 else ''}{letter}")
+    return f"{field}_{'_'.join(parts)}"
+
+
+def generate(ir: TheoryIR) -> str:
+    return ModuleWriter(ir).module()

@@ -1,0 +1,99 @@
+"""The SymPy stage of the pipeline: everything derived from a checked theory, before code is printed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..dsl import checked as C
+from ..dsl.errors import TheoryError
+from .derive import Force, derive_force
+from .lower import Lowered, Lowerer, Symbols, holomorphy_check, to_sympy
+from .schedule import Kernels, derive_schedule
+from .symmetry import ProvedSymmetry, prove_symmetry
+
+
+@dataclass
+class TheoryIR:
+    theory: C.CheckedTheory
+    symbols: Symbols
+    is_complex: bool
+    action: Lowered
+    force: Force
+    observables: list[tuple[str, sp.Symbol, Lowered]]
+    averages: list[tuple[str, sp.Symbol, Lowered]]      # (key '<M^2>', symbol, per-config expression)
+    estimates: list[tuple[str, sp.Expr]]               # in the average symbols
+    symmetries: list[ProvedSymmetry]
+    schedules: list[Kernels]
+
+    def describe(self) -> str:
+        """The derived expressions, for `theoryc compile --emit sympy`."""
+        out = [f"# theory {self.theory.name}: lattice {self.theory.lattice or '0-d'}, "
+               f"{'complex' if self.is_complex else 'real'} action"]
+        out += [f"param {k} = {v}" for k, v in self.theory.params.items()]
+        out += describe_lowered("S", self.action)
+        for (sym, expr) in self.force.factors:
+            out.append(f"{sym} = {expr}")
+        for f, expr in zip(self.theory.fields, self.force.fields):
+            out.append(f"dS/d{f.name}(x) = {expr}")
+        for name, _, low in self.observables:
+            out += describe_lowered(name, low)
+        for key, sym, low in self.averages:
+            out.append(f"{sym} = {key} with per-configuration {low.expr}")
+        out += [f"estimate {name} = {expr}" for name, expr in self.estimates]
+        for s in self.symmetries:
+            out.append(f"symmetry {s.text}: proved {s.how}ally; "
+                       f"{'used' if s.exact_move else 'not usable'} as an exact global move")
+        for k in self.schedules:
+            out.append(f"schedule {k.name}: k(t) = {k.k}, g(t) = {k.g}, "
+                       f"f(t) = {k.f if k.f is not None else '(tabulated)'}, "
+                       f"Xi(t) = {k.xi if k.xi is not None else '(tabulated)'}")
+        return "\n".join(out) + "\n"
+
+
+def describe_lowered(name: str, low: Lowered) -> list[str]:
+    lines = [f"{r.symbol} = sum_x[ {r.density} ]" for r in low.reductions]
+    return lines + [f"{name} = {low.expr}"]
+
+
+def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
+    values = dict(theory.params)
+    real_fields = not action_is_complex(theory)
+    symbols = Symbols(tuple(f.name for f in theory.fields), theory.dim, real_fields)
+    lowerer = Lowerer(theory, symbols)
+    action = lowerer.lower(theory.action)
+    is_complex = uses_imaginary(action, symbols, values)
+    if is_complex:
+        holomorphy_check(theory.action, theory.action_span, "action")
+    force = derive_force(symbols, action, len(theory.fields), theory.action_span)
+    observables = []
+    for name, node in theory.observables:
+        low = lowerer.lower(node)
+        sym = sp.Symbol(name)
+        lowerer.observables[name] = sym
+        observables.append((name, sym, low))
+    estimates = [(name, lowerer.lower(node).expr) for name, node in theory.estimates]
+    averages = [(key, sym, lowerer.lower(node)) for key, (sym, node) in lowerer.averages.items()]
+    kinds = tuple(f.kind for f in theory.fields)
+    symmetries = [prove_symmetry(d, action, lowerer, symbols, kinds, values) for d in theory.symmetries]
+    schedules = [derive_schedule(d, lowerer, values) for d in theory.schedules]
+    return TheoryIR(theory, symbols, is_complex, action, force, observables, averages, estimates,
+                    symmetries, schedules)
+
+
+def action_is_complex(theory: C.CheckedTheory) -> bool:
+    """Decided before lowering, because it fixes whether field symbols are real: a complex action
+    is one with a complex parameter or an imaginary literal in it."""
+    from ..dsl.checker import walk
+    for n in walk(theory.action):
+        if isinstance(n, C.Const) and isinstance(n.value, complex):
+            return True
+        if isinstance(n, C.ParamRef) and isinstance(theory.params.get(n.name), complex):
+            return True
+    return False
+
+
+def uses_imaginary(action: Lowered, symbols: Symbols, values: dict) -> bool:
+    numbers = {sym: to_sympy(values[name]) for name, sym in symbols.params.items() if name in values}
+    exprs = [action.expr] + [r.density for r in action.reductions]
+    return any(sp.expand(e.xreplace(numbers)).has(sp.I) for e in exprs)

@@ -1,0 +1,145 @@
+"""The syntax tree of a .theory file: frozen dataclasses, each carrying its source span.
+
+This is what the parser builds, before any name is resolved (see checker.py for the checked tree).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from .errors import Span
+
+
+# ---- expressions ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Num:
+    text: str                  # as written, so the compiler can keep 0.1 exact
+    span: Span
+
+
+@dataclass(frozen=True)
+class Imag:
+    text: str                  # the real number before the 'i'
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Call:
+    """`f(args)`, or with a body `sum(x)[ ... ]` (a reduction)."""
+    func: Name
+    args: tuple["Expr", ...]
+    body: "Expr | None"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str                    # '-'
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str                    # one of + - * / ^
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Average:
+    """`<expr>`: an ensemble average, allowed only in an estimate."""
+    expr: "Expr"
+    span: Span
+
+
+Expr = Union[Num, Imag, Name, Call, Unary, Binary, Average]
+
+
+# ---- statements ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TheoryName:
+    name: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class Lattice:
+    extents: tuple[Num | Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Field:
+    names: tuple[Name, ...]
+    type: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class Param:
+    name: Name
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class SymmetryMap:
+    field: Name
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Symmetry:
+    maps: tuple[SymmetryMap, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Action:
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Observable:
+    name: Name
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Estimate:
+    name: Name
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    key: str                   # 'drift' or 'diffusion'
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: Name
+    items: tuple[Param | ScheduleEntry, ...]
+    span: Span
+
+
+Statement = Union[TheoryName, Lattice, Field, Param, Symmetry, Action, Observable, Estimate, Schedule]
+
+
+@dataclass(frozen=True)
+class Module:
+    statements: tuple[Statement, ...]

@@ -1,0 +1,146 @@
+"""The checked tree: every name resolved, every index known to be a site or a direction.
+
+The compiler lowers this tree to SymPy; nothing here knows SymPy or torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import Span
+
+
+@dataclass(frozen=True)
+class Const:
+    value: complex | float | int
+    text: str = ""             # the literal as written ("0.1"), or "pi"
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One term of a site offset: `coef * direction`, where the direction is a bound index
+    (`mu`) or a fixed axis (`e0` -> axis 0)."""
+    coef: int
+    index: str | None = None
+    axis: int | None = None
+
+
+@dataclass(frozen=True)
+class FieldAt:
+    """A field at the site `site + sum(shifts)`; site is None in a 0-d theory or a symmetry map."""
+    field: int
+    site: str | None
+    shifts: tuple[Shift, ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteReduce:
+    """sum(x)[body] or mean(x)[body] over all sites."""
+    index: str
+    body: "Node"
+    mean: bool
+
+
+@dataclass(frozen=True)
+class DirectionReduce:
+    """sum(mu)[body] (or mean) over the `dim` positive directions; unrolled by the compiler."""
+    index: str
+    body: "Node"
+    mean: bool
+
+
+@dataclass(frozen=True)
+class Apply:
+    func: str                  # exp log sqrt sin cos tan sinh cosh tanh abs re im conj
+    arg: "Node"
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str                    # + - * / ^
+    left: "Node"
+    right: "Node"
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Node"
+
+
+@dataclass(frozen=True)
+class ObservableRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class AverageOf:
+    """<expr> in an estimate; `key` is its canonical text, used to name the averaged input."""
+    expr: "Node"
+    key: str
+
+
+@dataclass(frozen=True)
+class Var:
+    """The state `x` or the time `t` of a schedule."""
+    name: str
+
+
+Node = Union[Const, ParamRef, FieldAt, SiteReduce, DirectionReduce, Apply, BinOp, Neg,
+             ObservableRef, AverageOf, Var]
+
+
+@dataclass(frozen=True)
+class FieldDecl:
+    name: str
+    kind: str                  # 'real' or 'spin'
+    span: Span
+
+
+@dataclass(frozen=True)
+class SymmetryDecl:
+    maps: tuple[tuple[int, Node], ...]     # (field index, image expression)
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ScheduleDecl:
+    name: str
+    params: dict                           # local name -> value
+    drift: Node
+    diffusion: Node
+    span: Span
+    drift_span: Span
+    diffusion_span: Span
+
+
+@dataclass(frozen=True)
+class CheckedTheory:
+    name: str
+    lattice: tuple[int, ...]
+    fields: tuple[FieldDecl, ...]
+    params: dict                           # name -> value (int, float or complex), in order
+    action: Node
+    action_span: Span
+    observables: tuple[tuple[str, Node], ...]
+    estimates: tuple[tuple[str, Node], ...]
+    symmetries: tuple[SymmetryDecl, ...]
+    schedules: tuple[ScheduleDecl, ...]
+    source: str = field(default="", compare=False)
+    filename: str = field(default="<theory>", compare=False)
+
+    @property
+    def dim(self) -> int:
+        return len(self.lattice)
+
+    @property
+    def volume(self) -> int:
+        v = 1
+        for n in self.lattice:
+            v *= n
+        return v

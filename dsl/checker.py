@@ -1,0 +1,596 @@
+"""Resolve names, evaluate parameters, infer site/direction indices: syntax tree -> checked tree.
+
+Every problem is raised as a TheoryError pointing at the offending place in the file.
+"""
+from __future__ import annotations
+
+import cmath
+import math
+import re
+from dataclasses import dataclass, field, replace
+
+from . import ast
+from . import checked as C
+from .errors import Span, TheoryError, did_you_mean
+
+FUNCTIONS = ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "abs", "re", "im",
+             "conj")
+REDUCTIONS = ("sum", "mean")
+CONSTANTS = ("pi", "volume", "dim")
+FIELD_KINDS = ("real", "spin")
+UNIT_VECTOR = re.compile(r"e(\d+)$")
+WHERE = {"schedule": "a schedule", "symmetry": "a symmetry", "estimate": "an estimate",
+         "average": "an average <...>"}
+HINT = {"schedule": "inside a schedule the state is x and the time t.",
+        "symmetry": "a symmetry maps fields bare: phi -> -phi.",
+        "estimate": "an estimate combines averages of observables, e.g. <M^2>.",
+        "average": "an average is over observables: declare 'observable NAME = ...' and average <NAME>."}
+RESERVED = set(FUNCTIONS) | set(REDUCTIONS) | set(CONSTANTS)
+
+
+def fail(span, message, hint=""):
+    raise TheoryError(span, message, hint)
+
+
+# ---- constant evaluation (parameters, --set values) ------------------------------------------
+def evaluate(expr: ast.Expr, params: dict) -> complex | float | int:
+    """Evaluate a constant expression on Python numbers: a tree walk, never Python's eval."""
+    if isinstance(expr, ast.Num):
+        return number(expr.text)
+    if isinstance(expr, ast.Imag):
+        return complex(0.0, float(expr.text))
+    if isinstance(expr, ast.Name):
+        if expr.id in params:
+            return params[expr.id]
+        if expr.id == "pi":
+            return math.pi
+        fail(expr.span, f"unknown name '{expr.id}' in a constant expression",
+             did_you_mean(expr.id, list(params) + ["pi"]) or
+             "a parameter may use numbers, pi and earlier parameters.")
+    if isinstance(expr, ast.Unary):
+        return -evaluate(expr.operand, params)
+    if isinstance(expr, ast.Binary):
+        a, b = evaluate(expr.left, params), evaluate(expr.right, params)
+        try:
+            return arithmetic(expr.op, a, b)
+        except (ZeroDivisionError, OverflowError, ValueError) as err:
+            fail(expr.span, f"cannot evaluate this: {err}")
+    if isinstance(expr, ast.Call) and expr.body is None and expr.func.id in FUNCTIONS:
+        if len(expr.args) != 1:
+            fail(expr.span, f"{expr.func.id}() takes one argument")
+        try:
+            return apply_number(expr.func.id, evaluate(expr.args[0], params))
+        except (ValueError, OverflowError, ZeroDivisionError) as err:
+            fail(expr.span, f"cannot evaluate {expr.func.id}() here: {err}")
+    fail(expr.span, "this is not a constant expression",
+         "a parameter is a number built from literals, pi and earlier parameters.")
+
+
+def number(text: str) -> int | float:
+    return int(text) if text.isdigit() else float(text)
+
+
+def arithmetic(op: str, a, b):
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
+            return a // b
+        return a / b
+    result = a ** b
+    return result
+
+
+def apply_number(func: str, v):
+    real = not isinstance(v, complex)
+    if func == "abs":
+        return abs(v)
+    if func == "re":
+        return v.real
+    if func == "im":
+        return v.imag if not real else 0.0
+    if func == "conj":
+        return v.conjugate()
+    if real and func in ("log", "sqrt") and v < 0:
+        v = complex(v)
+        real = False
+    return getattr(math if real else cmath, func)(v)
+
+
+def simplify_number(v):
+    """Complex values with no imaginary part become real: `--set sigma0=2` makes a real action."""
+    if isinstance(v, complex) and v.imag == 0:
+        return v.real
+    return v
+
+
+# ---- the checker ---------------------------------------------------------------------------
+@dataclass
+class Scope:
+    """What an expression may refer to, where it stands."""
+    where: str                               # action, observable, estimate, average, symmetry, schedule
+    observables: tuple[str, ...] = ()
+    estimates: dict = field(default_factory=dict)
+    bound: dict = field(default_factory=dict)   # index name -> 'site' | 'direction'
+    variables: tuple[str, ...] = ()          # schedule state and time
+    locals: dict = field(default_factory=dict)  # schedule-local parameter name -> qualified name
+
+    def bind(self, name, kind):
+        return replace(self, bound={**self.bound, name: kind})
+
+
+class Checker:
+    def __init__(self, module: ast.Module, source: str, overrides: dict[str, ast.Expr] | None):
+        self.module, self.source = module, source
+        self.overrides = dict(overrides or {})
+        self.used_overrides: set[str] = set()
+        self.names: dict[str, tuple[str, Span]] = {}   # every declared name -> (what, where)
+        self.params: dict = {}
+        self.fields: list[C.FieldDecl] = []
+        self.lattice: tuple[int, ...] = ()
+
+    # -- driver --
+    def run(self) -> C.CheckedTheory:
+        stmts = self.module.statements
+        if not stmts:
+            fail(Span.point(1, 1), "the file is empty", "start with 'theory NAME'.")
+        if not isinstance(stmts[0], ast.TheoryName):
+            fail(stmts[0].span, "a theory file must start with 'theory NAME'",
+                 "add a first line such as 'theory my_model'.")
+        name = stmts[0].name.id
+        seen_lattice = seen_field = None
+        action = action_span = None
+        observables, estimates, symmetries, schedules = [], [], [], []
+        for st in stmts[1:]:
+            if isinstance(st, ast.TheoryName):
+                fail(st.span, "a second 'theory' statement", "one theory per file.")
+            elif isinstance(st, ast.Param):
+                self.declare(st.name, "parameter")
+                self.params[st.name.id] = self.param_value(st.name, st.expr)
+            elif isinstance(st, ast.Lattice):
+                if seen_lattice:
+                    fail(st.span, "a second 'lattice' statement",
+                         f"the lattice is already declared at line {seen_lattice.line}.")
+                if seen_field:
+                    fail(st.span, "the lattice must be declared before the fields",
+                         "move the 'lattice' line above the 'field' lines.")
+                seen_lattice = st.span
+                self.lattice = tuple(self.extent(e) for e in st.extents)
+            elif isinstance(st, ast.Field):
+                seen_field = seen_field or st.span
+                self.declare_fields(st)
+            elif isinstance(st, ast.Symmetry):
+                symmetries.append(st)
+            elif isinstance(st, ast.Action):
+                if action is not None:
+                    fail(st.span, "a second 'action' statement",
+                         f"a theory has exactly one action (the first is at line {action_span.line}).")
+                action, action_span = st, st.span
+            elif isinstance(st, ast.Observable):
+                self.declare(st.name, "observable")
+                observables.append(st)
+            elif isinstance(st, ast.Estimate):
+                self.declare(st.name, "estimate")
+                estimates.append(st)
+            elif isinstance(st, ast.Schedule):
+                self.declare(st.name, "schedule")
+                schedules.append(st)
+        if not self.fields:
+            fail(stmts[0].span, f"theory '{name}' declares no field", "add e.g. 'field phi : real'.")
+        if action is None:
+            fail(stmts[0].span, f"theory '{name}' has no action", "add 'action = ...'.")
+        sched = [self.schedule(s) for s in schedules]
+        self.check_overrides_used()
+        return C.CheckedTheory(
+            name=name, lattice=self.lattice, fields=tuple(self.fields), params=dict(self.params),
+            action=self.expr(action.expr, Scope("action")), action_span=action.expr.span,
+            observables=self.observables(observables), estimates=self.estimates(estimates, observables),
+            symmetries=tuple(self.symmetry(s) for s in symmetries), schedules=tuple(sched),
+            source=self.source)
+
+    # -- declarations --
+    def declare(self, name: ast.Name, what: str):
+        if name.id in RESERVED or UNIT_VECTOR.match(name.id):
+            fail(name.span, f"'{name.id}' is a reserved name", "choose another name.")
+        if name.id in self.names:
+            other, where = self.names[name.id]
+            fail(name.span, f"'{name.id}' is already declared as a {other} at line {where.line}",
+                 "every name in a theory must be unique.")
+        self.names[name.id] = (what, name.span)
+
+    def declare_fields(self, st: ast.Field):
+        if st.type.id not in FIELD_KINDS:
+            fail(st.type.span, f"unknown field type '{st.type.id}'",
+                 did_you_mean(st.type.id, FIELD_KINDS) or "a field is 'real' or 'spin'.")
+        for n in st.names:
+            self.declare(n, "field")
+            self.fields.append(C.FieldDecl(n.id, st.type.id, n.span))
+
+    def param_value(self, name: ast.Name, expr: ast.Expr, qualified: str | None = None,
+                    local_values: dict | None = None):
+        """A parameter's value: its --set override if there is one, else its own expression.
+        A schedule-local parameter answers to 'schedule.name', or to plain 'name' when no global
+        parameter has that name."""
+        values = {**self.params, **(local_values or {})}
+        keys = [qualified] if qualified else [name.id]
+        if qualified and name.id not in self.params:
+            keys.append(name.id)
+        for k in keys:
+            if k in self.overrides:
+                self.used_overrides.add(k)
+                try:
+                    return simplify_number(evaluate(self.overrides[k], values))
+                except TheoryError as err:
+                    raise TheoryError(None, f"--set {k}: {err.message}", err.hint, kind="Error") from None
+        return simplify_number(evaluate(expr, values))
+
+    def check_overrides_used(self):
+        known = list(self.params) + [k for k in self.used_overrides]
+        for k in self.overrides:
+            if k not in self.used_overrides:
+                raise TheoryError(None, f"--set {k}: the theory has no parameter '{k}'",
+                                  did_you_mean(k, known) or f"its parameters are: {', '.join(self.params) or 'none'}.",
+                                  kind="Error")
+
+    def extent(self, e) -> int:
+        if isinstance(e, ast.Num):
+            value, what = number(e.text), e.text
+        else:
+            if e.id not in self.params:
+                fail(e.span, f"unknown lattice extent '{e.id}'",
+                     did_you_mean(e.id, self.params) or "an extent is an integer or an earlier integer param.")
+            value, what = self.params[e.id], f"'{e.id}' = {self.params[e.id]}"
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or value < 1:
+            fail(e.span, f"a lattice extent must be a positive integer, not {what}",
+                 "write e.g. 'lattice 16 x 16' or 'param L = 16' then 'lattice L x L'.")
+        return value
+
+    # -- statements --
+    def observables(self, stmts):
+        out = []
+        for st in stmts:
+            scope = Scope("observable", observables=tuple(n for n, _ in out))
+            out.append((st.name.id, self.expr(st.expr, scope)))
+        return tuple(out)
+
+    def estimates(self, stmts, observables):
+        out: dict = {}
+        names = tuple(o.name.id for o in observables)
+        for st in stmts:
+            scope = Scope("estimate", observables=names, estimates=dict(out))
+            node = self.expr(st.expr, scope)
+            if not contains_average(node):
+                fail(st.expr.span, f"estimate '{st.name.id}' averages nothing",
+                     "an estimate is built from ensemble averages such as <M^2>.")
+            out[st.name.id] = node
+        return tuple(out.items())
+
+    def symmetry(self, st: ast.Symmetry) -> C.SymmetryDecl:
+        maps, seen = [], set()
+        for m in st.maps:
+            idx = self.field_index(m.field)
+            if idx in seen:
+                fail(m.field.span, f"field '{m.field.id}' is mapped twice in one symmetry")
+            seen.add(idx)
+            maps.append((idx, self.expr(m.expr, Scope("symmetry"))))
+        return C.SymmetryDecl(tuple(maps), self.text(st.span).removeprefix("symmetry").strip(), st.span)
+
+    def schedule(self, st: ast.Schedule) -> C.ScheduleDecl:
+        local_values: dict = {}
+        entries: dict = {}
+        local_names: dict = {}
+        for item in st.items:
+            if isinstance(item, ast.Param):
+                if item.name.id in ("x", "t") or item.name.id in RESERVED:
+                    fail(item.name.span, f"'{item.name.id}' is reserved inside a schedule",
+                         "x is the state and t the time.")
+                if item.name.id in local_names:
+                    fail(item.name.span, f"parameter '{item.name.id}' is declared twice in schedule '{st.name.id}'")
+                q = f"{st.name.id}.{item.name.id}"
+                local_values[item.name.id] = self.param_value(item.name, item.expr, q, local_values)
+                local_names[item.name.id] = q
+            else:
+                if item.key in entries:
+                    fail(item.span, f"schedule '{st.name.id}' sets '{item.key}' twice")
+                entries[item.key] = item
+        for key in ("drift", "diffusion"):
+            if key not in entries:
+                fail(st.name.span, f"schedule '{st.name.id}' has no '{key}'",
+                     "a schedule needs 'drift = ...' (linear in x, or 0) and 'diffusion = ...' (a function of t).")
+        scope = Scope("schedule", variables=("x", "t"), locals=local_names)
+        drift = self.expr(entries["drift"].expr, scope)
+        diffusion = self.expr(entries["diffusion"].expr, scope)
+        if uses_var(diffusion, "x"):
+            fail(entries["diffusion"].expr.span, "the diffusion of a schedule must not depend on x",
+                 "diffusion is g(t), a function of the time t only.")
+        params = {local_names[k]: v for k, v in local_values.items()}
+        return C.ScheduleDecl(st.name.id, params, drift, diffusion, st.span,
+                              entries["drift"].expr.span, entries["diffusion"].expr.span)
+
+    # -- expressions --
+    def expr(self, e: ast.Expr, scope: Scope) -> C.Node:
+        if isinstance(e, ast.Num):
+            return C.Const(number(e.text), e.text)
+        if isinstance(e, ast.Imag):
+            return C.Const(complex(0.0, float(e.text)), e.text + "i")
+        if isinstance(e, ast.Name):
+            return self.name(e, scope)
+        if isinstance(e, ast.Unary):
+            return C.Neg(self.expr(e.operand, scope))
+        if isinstance(e, ast.Binary):
+            return C.BinOp(e.op, self.expr(e.left, scope), self.expr(e.right, scope))
+        if isinstance(e, ast.Average):
+            return self.average(e, scope)
+        if isinstance(e, ast.Call):
+            return self.call(e, scope)
+        raise AssertionError(e)
+
+    def name(self, e: ast.Name, scope: Scope) -> C.Node:
+        n = e.id
+        if n in scope.variables:
+            return C.Var(n)
+        if n in scope.locals:
+            return C.ParamRef(scope.locals[n])
+        if n in scope.bound:
+            fail(e.span, f"the {scope.bound[n]} index '{n}' is used as a value",
+                 f"an index only labels a field's site: write e.g. phi({n})." if scope.bound[n] == "site"
+                 else f"a direction only shifts a site: write e.g. phi(x + {n}).")
+        if n in self.params:
+            return C.ParamRef(n)
+        if n == "pi":
+            return C.Const(math.pi, "pi")
+        if n == "volume":
+            return C.Const(self.volume(), "volume")
+        if n == "dim":
+            return C.Const(len(self.lattice), "dim")
+        what = self.names.get(n, (None,))[0]
+        if what == "field":
+            return self.bare_field(e, scope)
+        if what == "observable":
+            return self.observable_ref(e, scope)
+        if what == "estimate":
+            if n in scope.estimates:
+                return scope.estimates[n]
+            fail(e.span, f"estimate '{n}' is used before it is declared" if scope.where == "estimate"
+                 else f"estimate '{n}' can only be used in a later estimate")
+        if n in FUNCTIONS or n in REDUCTIONS:
+            fail(e.span, f"'{n}' is a function", f"call it: {n}(...).")
+        if what == "schedule":
+            fail(e.span, f"'{n}' is a schedule, not a value")
+        if UNIT_VECTOR.match(n):
+            fail(e.span, f"the unit vector '{n}' can only shift a site", f"write e.g. phi(x + {n}).")
+        fail(e.span, f"unknown name '{n}'", self.suggest(n, scope))
+
+    def suggest(self, n: str, scope: Scope) -> str:
+        pool = list(self.params) + [f.name for f in self.fields] + list(CONSTANTS) + list(scope.bound)
+        pool += list(scope.observables) + list(scope.variables) + list(scope.locals) + list(scope.estimates)
+        hint = did_you_mean(n, pool)
+        if hint:
+            return hint
+        if scope.where == "schedule" and n in {f.name for f in self.fields}:
+            return "inside a schedule the state is called x."
+        return "declare it with 'param', 'field' or 'observable' first."
+
+    def volume(self) -> int:
+        return math.prod(self.lattice) if self.lattice else 1
+
+    def bare_field(self, e: ast.Name, scope: Scope) -> C.Node:
+        idx = self.field_index(e)
+        if scope.where == "schedule":
+            fail(e.span, f"a schedule cannot use the field '{e.id}'", "inside a schedule the state is called x.")
+        if scope.where in ("estimate", "average"):
+            fail(e.span, f"a field cannot appear in {WHERE[scope.where]}", HINT[scope.where])
+        if self.lattice and scope.where != "symmetry":
+            fail(e.span, f"field '{e.id}' needs a site", f"write {e.id}(x) inside a sum(x)[...] or mean(x)[...].")
+        return C.FieldAt(idx, None)
+
+    def observable_ref(self, e: ast.Name, scope: Scope) -> C.Node:
+        n = e.id
+        if scope.where == "estimate":
+            fail(e.span, f"observable '{n}' is measured per configuration; an estimate needs its average",
+                 f"write <{n}>.")
+        if scope.where in ("average", "observable") and n in scope.observables:
+            return C.ObservableRef(n)
+        if scope.where == "observable":
+            fail(e.span, f"observable '{n}' is used before it is declared", "an observable may use earlier ones.")
+        fail(e.span, f"observable '{n}' cannot be used in the {scope.where}",
+             "observables are measured on configurations; the action and schedules cannot use them.")
+
+    def field_index(self, name: ast.Name) -> int:
+        for i, f in enumerate(self.fields):
+            if f.name == name.id:
+                return i
+        fail(name.span, f"unknown field '{name.id}'", did_you_mean(name.id, [f.name for f in self.fields]))
+
+    def average(self, e: ast.Average, scope: Scope) -> C.Node:
+        if scope.where != "estimate":
+            fail(e.span, "an average <...> can only appear in an estimate",
+                 "observables and the action are per configuration.")
+        inner = self.expr(e.expr, Scope("average", observables=scope.observables))
+        return C.AverageOf(inner, "<" + " ".join(self.text(e.expr.span).split()) + ">")
+
+    def call(self, e: ast.Call, scope: Scope) -> C.Node:
+        f = e.func.id
+        if e.body is not None:
+            return self.reduction(e, scope)
+        if f in FUNCTIONS:
+            if len(e.args) != 1:
+                fail(e.span, f"{f}() takes exactly one argument, not {len(e.args)}")
+            return C.Apply(f, self.expr(e.args[0], scope))
+        if f in REDUCTIONS:
+            fail(e.span, f"{f}(...) needs a body in square brackets",
+                 f"write {f}(x)[ ... ] over sites or {f}(mu)[ ... ] over directions.")
+        if self.names.get(f, (None,))[0] == "field":
+            return self.field_at(e, scope)
+        if f in self.params or f in CONSTANTS:
+            fail(e.func.span, f"'{f}' is not a function", "use * to multiply.")
+        fail(e.func.span, f"unknown function '{f}'",
+             did_you_mean(f, list(FUNCTIONS) + [x.name for x in self.fields]) or
+             f"the functions are {', '.join(FUNCTIONS)}.")
+
+    def reduction(self, e: ast.Call, scope: Scope) -> C.Node:
+        f = e.func.id
+        if f not in REDUCTIONS:
+            fail(e.func.span, f"'{f}' cannot take a body [...]", "only sum(...)[...] and mean(...)[...] reduce.")
+        if len(e.args) != 1 or not isinstance(e.args[0], ast.Name):
+            fail(e.span, f"{f} takes one index name", f"write {f}(x)[ ... ] or {f}(mu)[ ... ].")
+        idx = e.args[0]
+        if scope.where in ("schedule", "symmetry", "estimate", "average"):
+            fail(e.span, f"{f}(...)[...] is not allowed in {WHERE[scope.where]}", HINT[scope.where])
+        if idx.id in self.names or idx.id in RESERVED or UNIT_VECTOR.match(idx.id) or idx.id in scope.bound:
+            fail(idx.span, f"'{idx.id}' cannot be an index: it already names something",
+                 "use a fresh name such as x, y, mu or nu.")
+        kind = self.index_kind(idx, e.body)
+        if not self.lattice:
+            fail(e.span, f"a 0-dimensional theory has no sites or directions to {f} over",
+                 "use the fields bare, e.g. 'x^2'.")
+        body = self.expr(e.body, scope.bind(idx.id, kind))
+        if kind == "site":
+            return C.SiteReduce(idx.id, body, f == "mean")
+        return C.DirectionReduce(idx.id, body, f == "mean")
+
+    def index_kind(self, idx: ast.Name, body: ast.Expr) -> str:
+        uses: dict[str, Span] = {}
+        for kind, span in index_uses(idx.id, body, self.names):
+            uses.setdefault(kind, span)
+        if "site" in uses and "direction" in uses:
+            fail(uses["direction"], f"'{idx.id}' is used both as a site and as a direction",
+                 f"it is a site at line {uses['site'].line}, column {uses['site'].column}; "
+                 "use one name for the site (x) and another for the direction (mu).")
+        return "direction" if "direction" in uses else "site"
+
+    def field_at(self, e: ast.Call, scope: Scope) -> C.Node:
+        fidx = self.field_index(e.func)
+        name = e.func.id
+        if not self.lattice:
+            fail(e.span, f"in a 0-dimensional theory a field has no site", f"use it bare: {name}.")
+        if scope.where in ("schedule", "symmetry", "estimate", "average"):
+            fail(e.span, f"a field at a site cannot appear in {WHERE[scope.where]}", HINT[scope.where])
+        if len(e.args) != 1:
+            fail(e.span, f"field '{name}' takes one site", f"write {name}(x) or {name}(x + mu).")
+        terms = additive_terms(e.args[0])
+        sign, first = terms[0]
+        if not isinstance(first, ast.Name) or sign != 1 or scope.bound.get(first.id) != "site":
+            where = first.span if hasattr(first, "span") else e.args[0].span
+            if isinstance(first, ast.Name) and first.id not in scope.bound and not UNIT_VECTOR.match(first.id) \
+                    and first.id not in self.names:
+                fail(where, f"unbound index '{first.id}'",
+                     f"bind it with a sum or mean over sites: sum({first.id})[ ... ].")
+            fail(where, f"the site of '{name}' must start with a site index",
+                 f"write {name}(x), {name}(x + mu) or {name}(x - e0), with x bound by sum(x)[...].")
+        shifts = tuple(self.shift(sign, t, scope) for sign, t in terms[1:])
+        return C.FieldAt(fidx, first.id, shifts)
+
+    def shift(self, sign: int, term: ast.Expr, scope: Scope) -> C.Shift:
+        coef, base = 1, term
+        if isinstance(term, ast.Binary) and term.op == "*":
+            l, r = term.left, term.right
+            if isinstance(l, ast.Num) and isinstance(r, ast.Name):
+                coef, base = l, r
+            elif isinstance(r, ast.Num) and isinstance(l, ast.Name):
+                coef, base = r, l
+            else:
+                fail(term.span, "a shift is an integer times a direction", "write e.g. x + 2*mu.")
+            if not coef.text.isdigit():
+                fail(coef.span, f"a shift must be an integer multiple of a direction, not {coef.text}")
+            coef = int(coef.text)
+        if not isinstance(base, ast.Name):
+            fail(term.span, "a site may only be shifted by directions",
+                 "write e.g. x + mu, x - mu, x + mu + nu, x + 2*mu or x + e0.")
+        m = UNIT_VECTOR.match(base.id)
+        if m:
+            axis = int(m.group(1))
+            if axis >= len(self.lattice):
+                fail(base.span, f"there is no direction {base.id} on a {len(self.lattice)}-dimensional lattice",
+                     f"the unit vectors are e0 to e{len(self.lattice) - 1}.")
+            return C.Shift(sign * coef, axis=axis)
+        kind = scope.bound.get(base.id)
+        if kind == "direction":
+            return C.Shift(sign * coef, index=base.id)
+        if kind == "site":
+            fail(base.span, f"'{base.id}' is a site, so it cannot shift another site",
+                 "shift by directions: x + mu.")
+        fail(base.span, f"unbound index '{base.id}'",
+             did_you_mean(base.id, list(scope.bound)) or f"bind it with sum({base.id})[ ... ] over directions.")
+
+    def text(self, span: Span) -> str:
+        lines = self.source.splitlines()
+        if span.line == span.end_line:
+            return lines[span.line - 1][span.column - 1:span.end_column - 1]
+        parts = [lines[span.line - 1][span.column - 1:]]
+        parts += lines[span.line:span.end_line - 1]
+        parts.append(lines[span.end_line - 1][:span.end_column - 1])
+        return "\n".join(parts)
+
+
+def additive_terms(e: ast.Expr) -> list[tuple[int, ast.Expr]]:
+    """x + mu - 2*nu -> [(1, x), (1, mu), (-1, 2*nu)]."""
+    if isinstance(e, ast.Binary) and e.op in "+-":
+        right_sign = 1 if e.op == "+" else -1
+        return additive_terms(e.left) + [(s * right_sign, t) for s, t in additive_terms(e.right)]
+    if isinstance(e, ast.Unary):
+        return [(-s, t) for s, t in additive_terms(e.operand)]
+    return [(1, e)]
+
+
+def index_uses(name: str, e: ast.Expr, names: dict):
+    """Yield ('site'|'direction', span) for each use of index `name` in a field's site."""
+    if isinstance(e, ast.Call):
+        if e.body is not None:
+            if not (e.args and isinstance(e.args[0], ast.Name) and e.args[0].id == name):
+                yield from index_uses(name, e.body, names)
+            return
+        if names.get(e.func.id, (None,))[0] == "field" and len(e.args) == 1:
+            terms = additive_terms(e.args[0])
+            for pos, (_, t) in enumerate(terms):
+                base = t
+                if isinstance(t, ast.Binary) and t.op == "*":
+                    base = t.right if isinstance(t.right, ast.Name) else t.left
+                if isinstance(base, ast.Name) and base.id == name:
+                    yield ("site" if pos == 0 else "direction"), base.span
+            return
+        for a in e.args:
+            yield from index_uses(name, a, names)
+    elif isinstance(e, ast.Binary):
+        yield from index_uses(name, e.left, names)
+        yield from index_uses(name, e.right, names)
+    elif isinstance(e, (ast.Unary, ast.Average)):
+        yield from index_uses(name, e.operand if isinstance(e, ast.Unary) else e.expr, names)
+
+
+def contains_average(n: C.Node) -> bool:
+    return any(isinstance(x, C.AverageOf) for x in walk(n))
+
+
+def uses_var(n: C.Node, var: str) -> bool:
+    return any(isinstance(x, C.Var) and x.name == var for x in walk(n))
+
+
+def walk(n: C.Node):
+    yield n
+    for child in children(n):
+        yield from walk(child)
+
+
+def children(n: C.Node):
+    if isinstance(n, (C.SiteReduce, C.DirectionReduce)):
+        return (n.body,)
+    if isinstance(n, C.Apply):
+        return (n.arg,)
+    if isinstance(n, C.BinOp):
+        return (n.left, n.right)
+    if isinstance(n, C.Neg):
+        return (n.operand,)
+    if isinstance(n, C.AverageOf):
+        return (n.expr,)
+    return ()
+
+
+def check(module: ast.Module, source: str, overrides: dict[str, ast.Expr] | None = None) -> C.CheckedTheory:
+    return Checker(module, source, overrides).run()

@@ -1,0 +1,235 @@
+"""Parse .theory text into the syntax tree of ast.py, with errors that point at the place."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .errors import Span, TheoryError
+
+GRAMMAR = Path(__file__).with_name("theory.lark")
+OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
+CLOSERS = {"RPAR": "(", "RSQB": "["}
+
+# What to call a token in a message (Lark's names are for grammar writers).
+TOKEN_WORDS = {
+    "_NL": "end of line", "$END": "end of file", "NAME": "a name", "NUMBER": "a number",
+    "IMAG": "an imaginary number", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
+    "LBRACE": "'{'", "RBRACE": "'}'", "EQUAL": "'='", "COMMA": "','", "COLON": "':'",
+    "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "CIRCUMFLEX": "'^'",
+    "LESSTHAN": "'<'", "MORETHAN": "'>'", "__ANON_0": "'->'", "X": "'x'",
+}
+
+
+class BracketNewlines:
+    """Post-lexer: newlines inside ( ) or [ ] do not end a statement; unbalanced brackets are
+    reported at the bracket that is never closed (or never opened)."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        stack: list[Token] = []
+        for tok in stream:
+            if tok.type in OPENERS:
+                stack.append(tok)
+            elif tok.type in CLOSERS:
+                if not stack or OPENERS[stack[-1].type] != tok.type:
+                    if stack:
+                        raise TheoryError(span_of(stack[-1]), f"'{stack[-1].value}' is closed by "
+                                          f"'{tok.value}' at line {tok.line}, column {tok.column}",
+                                          "brackets must match: ( with ) and [ with ].",
+                                          kind="Syntax error")
+                    raise TheoryError(span_of(tok), f"'{tok.value}' closes a bracket that was "
+                                      "never opened", "remove it or add the matching opening "
+                                      f"'{CLOSERS[tok.type]}'.", kind="Syntax error")
+                stack.pop()
+            elif tok.type == "_NL" and stack:
+                continue
+            yield tok
+        if stack:
+            tok = stack[-1]
+            raise TheoryError(span_of(tok), f"'{tok.value}' is never closed",
+                              "close it before the end of the statement; a statement may span "
+                              "lines only while a bracket is open.", kind="Syntax error")
+
+
+@lru_cache(maxsize=None)
+def lark_parser(start: str) -> Lark:
+    return Lark(GRAMMAR.read_text(), start=start, parser="lalr", lexer="contextual",
+                postlex=BracketNewlines(), propagate_positions=True, maybe_placeholders=False)
+
+
+def span_of(obj) -> Span:
+    """The span of a Lark token or tree (meta)."""
+    return Span(obj.line, obj.column, obj.end_line or obj.line, obj.end_column or obj.column + 1)
+
+
+@v_args(meta=True)
+class ToAst(Transformer):
+    """Lark tree -> frozen dataclasses of ast.py, spans attached."""
+
+    def _name(self, tok: Token) -> ast.Name:
+        return ast.Name(str(tok), span_of(tok))
+
+    def start(self, meta, items):
+        return ast.Module(tuple(items))
+
+    def theory_stmt(self, meta, items):
+        return ast.TheoryName(self._name(items[0]), span_of(meta))
+
+    def extent(self, meta, items):
+        tok = items[0]
+        return ast.Num(str(tok), span_of(tok)) if tok.type == "NUMBER" else self._name(tok)
+
+    def lattice_stmt(self, meta, items):
+        return ast.Lattice(tuple(items), span_of(meta))
+
+    def field_stmt(self, meta, items):
+        names = tuple(self._name(t) for t in items[:-1])
+        return ast.Field(names, self._name(items[-1]), span_of(meta))
+
+    def param_stmt(self, meta, items):
+        return ast.Param(self._name(items[0]), items[1], span_of(meta))
+
+    def sym_map(self, meta, items):
+        return ast.SymmetryMap(self._name(items[0]), items[1], span_of(meta))
+
+    def symmetry_stmt(self, meta, items):
+        return ast.Symmetry(tuple(items), span_of(meta))
+
+    def action_stmt(self, meta, items):
+        return ast.Action(items[0], span_of(meta))
+
+    def observable_stmt(self, meta, items):
+        return ast.Observable(self._name(items[0]), items[1], span_of(meta))
+
+    def estimate_stmt(self, meta, items):
+        return ast.Estimate(self._name(items[0]), items[1], span_of(meta))
+
+    def drift_item(self, meta, items):
+        return ast.ScheduleEntry("drift", items[0], span_of(meta))
+
+    def diffusion_item(self, meta, items):
+        return ast.ScheduleEntry("diffusion", items[0], span_of(meta))
+
+    def schedule_stmt(self, meta, items):
+        return ast.Schedule(self._name(items[0]), tuple(items[1:]), span_of(meta))
+
+    # expressions
+    def number(self, meta, items):
+        return ast.Num(str(items[0]), span_of(meta))
+
+    def imag(self, meta, items):
+        return ast.Imag(str(items[0])[:-1], span_of(meta))
+
+    def name(self, meta, items):
+        return self._name(items[0])
+
+    def call(self, meta, items):
+        func, rest = self._name(items[0]), items[1:]
+        body = None
+        if rest and isinstance(rest[-1], tuple) and rest[-1][0] == "body":
+            body = rest[-1][1]
+            rest = rest[:-1]
+        return ast.Call(func, tuple(rest), body, span_of(meta))
+
+    def body(self, meta, items):
+        return ("body", items[0])
+
+    def _binary(op):
+        def build(self, meta, items):
+            return ast.Binary(op, items[0], items[1], span_of(meta))
+        return build
+
+    add, sub, mul, div, pow = _binary("+"), _binary("-"), _binary("*"), _binary("/"), _binary("^")
+
+    def neg(self, meta, items):
+        return ast.Unary("-", items[0], span_of(meta))
+
+    def unary(self, meta, items):           # unary plus
+        return items[0]
+
+    def average(self, meta, items):
+        return ast.Average(items[0], span_of(meta))
+
+
+def read_text(data: bytes | str) -> str:
+    """Decode a file's bytes, refusing what is not text."""
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data[:err.start].count(b"\n") + 1
+            col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+            raise TheoryError(Span.point(line, col), "the file is not UTF-8 text",
+                              "a .theory file is plain text; is this the right file?",
+                              kind="Syntax error") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise TheoryError(Span.point(line, 1), "the file contains NUL bytes: it is binary, "
+                          "not text", "a .theory file is plain text; is this the right file?",
+                          kind="Syntax error")
+    return text
+
+
+def parse(text: str, start: str = "start"):
+    """Parse a whole file (start='start') or one expression (start='expr', used by --set)."""
+    try:
+        tree = lark_parser(start).parse(text)
+    except TheoryError:
+        raise
+    except UnexpectedInput as err:
+        raise syntax_error(err, text) from None
+    return ToAst().transform(tree)
+
+
+def syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
+    line, col = max(1, getattr(err, "line", 1) or 1), max(1, getattr(err, "column", 1) or 1)
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        hint = "names, numbers and the operators + - * / ^ make expressions."
+        if ch in "'\"":
+            hint = "there are no strings in the language; nothing in a .theory file is run as code."
+        elif ch in ".;":
+            hint = "there are no attributes or statement separators; one statement per line."
+        return TheoryError(Span.point(line, col), f"unexpected character {ch!r}", hint,
+                           kind="Syntax error")
+    if isinstance(err, UnexpectedToken):
+        tok = err.token
+        if tok.type == "$END":
+            line, col = end_position(text)
+        got = TOKEN_WORDS.get(tok.type, repr(str(tok)))
+        if tok.type not in ("$END", "_NL"):
+            got = f"'{tok}'"
+        expected = sorted(TOKEN_WORDS.get(t, t.lower()) for t in err.expected
+                          if not t.startswith("__") or t in TOKEN_WORDS)
+        span = Span(line, col, line, col + max(1, len(str(tok)) if tok.type != "_NL" else 1))
+        return TheoryError(span, f"unexpected {got}", expected_hint(expected, tok),
+                           kind="Syntax error")
+    if isinstance(err, UnexpectedEOF):
+        line, col = end_position(text)
+        return TheoryError(Span.point(line, col), "unexpected end of file",
+                           "the last statement is incomplete.", kind="Syntax error")
+    return TheoryError(Span.point(line, col), str(err).splitlines()[0], kind="Syntax error")
+
+
+def expected_hint(expected: list[str], tok) -> str:
+    statements = {"'theory'", "'lattice'", "'field'", "'param'", "'symmetry'", "'action'",
+                  "'observable'", "'estimate'", "'schedule'"}
+    words = [w if w.startswith("'") or " " in w else f"'{w}'" for w in expected]
+    if statements & set(words) or any(w in statements for w in words):
+        return ("a statement starts with one of: theory, lattice, field, param, symmetry, "
+                "action, observable, estimate, schedule.")
+    if len(words) > 6:
+        return "the expression or statement is incomplete or has an extra token here."
+    return "expected " + " or ".join(dict.fromkeys(words)) + "."
+
+
+def end_position(text: str) -> tuple[int, int]:
+    lines = text.rstrip("\n").split("\n")
+    return len(lines), len(lines[-1]) + 1

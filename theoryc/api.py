@@ -1,0 +1,113 @@
+"""The Python API: find a theory, compile it (or take it from the cache), and load it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .dsl.errors import TheoryError
+
+
+@dataclass
+class CompileResult:
+    path: Path          # the generated module
+    key: str
+    cached: bool
+
+
+def shipped_theories() -> list[str]:
+    folder = resources.files("theoryc.theories")
+    return sorted(p.name[:-len(".theory")] for p in folder.iterdir() if p.name.endswith(".theory"))
+
+
+def read_theory(name_or_path: str | Path) -> tuple[bytes, str]:
+    """The bytes of a .theory file given as a path, or the name of a shipped theory."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path.read_bytes(), str(path)
+    shipped = resources.files("theoryc.theories") / f"{name_or_path}.theory"
+    if shipped.is_file():
+        return shipped.read_bytes(), f"{name_or_path}.theory"
+    from .dsl.errors import did_you_mean
+    names = shipped_theories()
+    hint = did_you_mean(str(name_or_path), names) or f"shipped theories: {', '.join(names)}."
+    raise TheoryError(None, f"no file '{name_or_path}' and no shipped theory of that name", hint,
+                      kind="Error")
+
+
+def compile(name_or_path, overrides: dict | None = None) -> CompileResult:
+    """Compile a theory to its generated module, reusing the cached one when nothing changed.
+    Does not import torch or SymPy when the module is cached."""
+    from .compiler import cache
+    data, filename = read_theory(name_or_path)
+    overrides = {k: format_value(v) for k, v in (overrides or {}).items()}
+    key = cache.cache_key(data.decode("utf-8", errors="replace"), overrides)
+    path = cache.cached_path(key)
+    if path.is_file():
+        return CompileResult(path, key, True)
+    from .compiler.pipeline import compile_text
+    compiled = compile_text(data, filename, overrides)
+    return CompileResult(cache.store(key, compiled.code), key, False)
+
+
+def emit(name_or_path, overrides: dict | None = None, what: str = "python") -> str:
+    """The generated Python module, or the derived SymPy expressions, as text."""
+    from .compiler.pipeline import compile_text
+    data, filename = read_theory(name_or_path)
+    overrides = {k: format_value(v) for k, v in (overrides or {}).items()}
+    compiled = compile_text(data, filename, overrides)
+    return compiled.code if what == "python" else compiled.ir.describe()
+
+
+def format_value(v) -> str:
+    """A --set value as text of the language: numbers and complex numbers (1+2j -> '1.0 + 2.0i')."""
+    if isinstance(v, bool):
+        raise TheoryError(None, f"a parameter value must be a number, not {v!r}", kind="Error")
+    if isinstance(v, complex):
+        return f"({v.real!r} + {v.imag!r}i)"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return str(v).strip()
+
+
+def load(name_or_path, **params) -> "CompiledTheory":
+    """Compile (or take from the cache) and load a theory: `theoryc.load('phi4_2d', L=8)`."""
+    result = compile(name_or_path, params)
+    from .compiler.cache import import_module
+    data, filename = read_theory(name_or_path)
+    return CompiledTheory(import_module(result.path), data.decode("utf-8"), result.path)
+
+
+class CompiledTheory:
+    """A compiled theory, as the runtime sees it (runtime/theory.py)."""
+
+    def __init__(self, module, source: str, path: Path):
+        from .runtime.theory import Estimate, Schedule
+        m = self.module = module
+        self.source, self.path = source, path
+        self.name, self.lattice = m.NAME, tuple(m.LATTICE)
+        self.field_names, self.field_kinds = tuple(m.FIELDS), tuple(m.FIELD_KINDS)
+        self.is_complex, self.params = m.IS_COMPLEX, dict(m.PARAMS)
+        self.observable_names = tuple(m.OBSERVABLES)
+        self.action, self.force, self.drift = m.action, m.force, m.drift
+        self.observables, self.estimate_inputs = m.observables, m.estimate_inputs
+        self.estimates = {n: Estimate(n, tuple(inputs), fn) for n, (inputs, fn) in m.ESTIMATES.items()}
+        self.schedules = {n: Schedule(n, *fns) for n, fns in m.SCHEDULES.items()}
+        self.symmetries = list(m.SYMMETRIES)
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.field_names)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_fields, *self.lattice)
+
+    @property
+    def volume(self) -> int:
+        return math.prod(self.lattice)
+
+    def __repr__(self):
+        lat = " x ".join(map(str, self.lattice)) or "0-d"
+        return f"<theory {self.name}: {lat}, fields {', '.join(self.field_names)}, params {self.params}>"
