@@ -45,11 +45,11 @@ def _replicas(data) -> list[np.ndarray]:
         reps = [data]
     else:
         reps = [np.asarray(r) for r in data]
+    if any(np.iscomplexobj(r) for r in reps):
+        raise TypeError("gamma_method takes real series: split complex data into re and im")
     reps = [np.asarray(r, dtype=np.float64).ravel() for r in reps if np.size(r) > 0]
     if not reps:
         raise ValueError("no data")
-    if any(np.iscomplexobj(r) for r in reps):
-        raise TypeError("gamma_method takes real series: split complex data into re and im")
     return reps
 
 
@@ -262,6 +262,9 @@ def summarize(ensemble, estimates: Mapping | None = None,
         out["observables"][name] = {"mean": _json_number(r.mean), "error": r.error,
                                     "tau_int": r.tau_int}
     for name, est in (estimates or {}).items():
+        missing = [i for i in est.inputs if i not in (estimate_inputs or {})]
+        if missing:
+            raise ValueError(f"estimate {name!r} needs the input series {missing}")
         r = derived(est.fn, [estimate_inputs[i] for i in est.inputs], lw, S)
         out["estimates"][name] = {"mean": _json_number(r.mean), "error": r.error}
     if cumulants:

@@ -33,11 +33,13 @@ def estimate_input_series(theory, observables: Mapping[str, np.ndarray]) -> dict
 
     `theory.estimate_inputs` maps observable tensors to e.g. `<M^2>` -> M**2, elementwise.
     """
+    if not observables:
+        return {}
+    shape = np.shape(next(iter(observables.values())))
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in observables.items()}
     with torch.no_grad():
         out = theory.estimate_inputs(tensors)
-    return {k: _to_numpy(v, v.numel()).reshape(np.shape(next(iter(observables.values()))))
-            for k, v in out.items()}
+    return {k: _to_numpy(v, int(np.prod(shape))).reshape(shape) for k, v in out.items()}
 
 
 def _to_numpy(value, batch: int) -> np.ndarray:
