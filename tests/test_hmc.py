@@ -246,3 +246,54 @@ def test_phi4_32x32_susceptibility_matches_independent_hmc():
     e = run.summary["exp_minus_dH"]
     assert abs(e["mean"] - 1) < 4 * e["error"]
     print(f"chi2 = {chi2.mean:.4f}({chi2.error:.4f}) tau_int {chi2.tau_int:.2f}; {run.summary}")
+
+
+# ------------------------------------------------------------ compiled theories (theories/)
+
+def load_compiled(name, **params):
+    theoryc = pytest.importorskip("theoryc")
+    if not hasattr(theoryc, "load"):
+        pytest.skip("theoryc.load (the compiler) is not available")
+    return theoryc.load(name, **params)
+
+
+def test_compiled_phi4_free_field_and_estimates():
+    theory = load_compiled("phi4_2d", L=16, kappa=0.2, **{"lambda": 0.0})
+    phi2_exact, chi2_exact = free_field_exact((16, 16), 0.2)
+    run = run_hmc(theory, n=2000, chains=8, warmup=300, seed=10, progress=False)
+    obs = measure_observables(theory, run.configs)
+    phi2 = gamma_method(obs["phi2"])
+    chi2 = derived(lambda m: 256 * m[0], [obs["M"] ** 2])
+    assert abs(phi2.mean - phi2_exact) < 3 * phi2.error, phi2
+    assert abs(chi2.mean - chi2_exact) < 3 * chi2.error, chi2
+    # The compiled estimate chi2 = V (<M^2> - <|M|>^2) agrees with the same formula by hand.
+    inputs = estimate_input_series(theory, obs)
+    compiled = derived(theory.estimates["chi2"].fn,
+                       [inputs[i] for i in theory.estimates["chi2"].inputs])
+    by_hand = derived(lambda a: 256 * (a[0] - a[1] ** 2), [obs["M"] ** 2, np.abs(obs["M"])])
+    assert compiled.mean == pytest.approx(by_hand.mean, rel=1e-10)
+    assert compiled.error == pytest.approx(by_hand.error, rel=1e-8)
+
+
+def test_compiled_double_gaussian_cumulants():
+    theory = load_compiled("double_gaussian")
+    run = run_hmc(theory, n=2500, chains=8, warmup=300, seed=11, progress=False)
+    k = cumulants(measure_observables(theory, run.configs)["x1"], 4)
+    for name, exact in (("kappa2", 1.0625), ("kappa4", -2.0)):
+        assert abs(k[name]["mean"] - exact) < 4 * k[name]["error"], (name, k[name])
+
+
+def test_compiled_phi4_0d_against_quadrature():
+    from scipy.integrate import quad
+    theory = load_compiled("phi4_0d")
+    mu2, g = theory.params["mu2"], theory.params["g"]
+    weight = lambda x, k: x**k * math.exp(-(mu2 / 2 * x**2 + g / 24 * x**4))   # noqa: E731
+    exact = quad(weight, -np.inf, np.inf, args=(2,))[0] / quad(weight, -np.inf, np.inf, args=(0,))[0]
+    run = run_hmc(theory, n=2000, chains=8, warmup=200, seed=12, progress=False)
+    phi2 = gamma_method(measure_observables(theory, run.configs)["phi2"])
+    assert abs(phi2.mean - exact) < 4 * phi2.error, (phi2, exact)
+
+
+def test_compiled_complex_quartic_is_refused():
+    with pytest.raises(SamplerError, match="complex Langevin"):
+        run_hmc(load_compiled("complex_quartic"), n=10, progress=False)
