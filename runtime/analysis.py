@@ -290,8 +290,9 @@ def format_value_error(mean, error) -> str:
         return f"{format_value_error(re, er)} {sign} {format_value_error(abs(im), ei)}i"
     if not (error is not None and math.isfinite(error) and error > 0):
         return f"{mean:.6g}"
-    scale = math.floor(math.log10(abs(mean))) if mean != 0 else 0
-    if abs(mean) >= 1e5 or (mean != 0 and abs(mean) < 1e-4 and error < 1e-4):
+    size = max(abs(mean), error)
+    if size >= 1e5 or size < 1e-4:
+        scale = math.floor(math.log10(size))
         return f"{format_value_error(mean / 10**scale, error / 10**scale)}e{scale:+03d}"
     decimals = _error_decimals(error)
     error = math.floor(error * 10.0**decimals + 0.5) / 10.0**decimals   # round half up

@@ -11,6 +11,7 @@ of a bimodal target (double Gaussian, broken phase) that a trajectory of length 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -302,7 +303,6 @@ class _HMCLoop:
                 "stats": self.stats, "production_seconds": self.production_seconds}
 
     def restore_if_present(self, path) -> None:
-        import os
         if not os.path.exists(path):
             return
         snap = load_checkpoint(path)
