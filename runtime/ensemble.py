@@ -27,11 +27,7 @@ class SamplerRun:
     kind: str = "markov"   # or "independent"
 
 
-class SamplerError(Exception):
-    """A user-facing refusal or misuse (complex action for HMC, wrong checkpoint, ...).
-
-    The CLI prints its message without a traceback.
-    """
+from .errors import SamplerError  # noqa: E402,F401  (re-exported: samplers raise it from here)
 
 
 # ------------------------------------------------------------------------------- HDF5 files
@@ -91,6 +87,18 @@ def to_jsonable(obj):
     if obj is None or isinstance(obj, str):
         return obj
     return str(obj)
+
+
+def theory_attrs(theory) -> dict:
+    """The file attributes that say which theory an ensemble samples (for `write_ensemble`)."""
+    return {"theory_name": theory.name, "theory_source": getattr(theory, "source", "") or "",
+            "params": dict(theory.params)}
+
+
+def decode_params(params: dict) -> dict:
+    """Params read from a file back to numbers: [re, im] -> complex (params are scalars)."""
+    return {k: complex(v[0], v[1]) if isinstance(v, list) and len(v) == 2 else v
+            for k, v in params.items()}
 
 
 def write_ensemble(path, run: SamplerRun, observables: dict[str, np.ndarray],

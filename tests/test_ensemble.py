@@ -9,7 +9,8 @@ import torch
 import fakes
 from theoryc.runtime import ensemble as ensemble_module
 from theoryc.runtime.checkpoint import load_checkpoint, save_checkpoint
-from theoryc.runtime.ensemble import SamplerRun, read_ensemble, write_ensemble
+from theoryc.runtime.ensemble import (SamplerRun, decode_params, read_ensemble, theory_attrs,
+                                      write_ensemble)
 from theoryc.runtime.measure import estimate_input_series, measure_observables
 
 
@@ -42,6 +43,7 @@ def test_round_trip_real(tmp_path):
     assert np.array_equal(ens.stats["dH"], run.stats["dH"])
     assert np.array_equal(ens.log_weights, run.log_weights)
     assert ens.params == {"sigma0": [1.0, 1.0], "lambda": 1.0}     # complex as [re, im]
+    assert decode_params(ens.params) == ATTRS["params"]
     assert ens.settings == run.settings and ens.summary == run.summary
     assert ens.attrs["seed"] == 7 and ens.kind == "markov" and ens.attrs["sampler"] == "hmc"
     assert ens.attrs["theory_source"] == ATTRS["theory_source"]
@@ -119,3 +121,8 @@ def test_measure_complex_configs_gives_complex_observables():
     obs = measure_observables(theory, z)
     assert obs["x2"].dtype == np.complex128
     assert np.allclose(obs["x2"], (z[..., 0] ** 2).numpy())
+
+
+def test_theory_attrs_of_a_theory():
+    attrs = theory_attrs(fakes.quartic_0d())
+    assert attrs["theory_name"] == "complex_quartic" and attrs["params"]["sigma0"] == 1 + 1j
