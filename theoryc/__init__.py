@@ -1,6 +1,6 @@
 """theoryc: compile lattice field theories to torch and sample them."""
 __version__ = "0.1.0"
 
-from .api import CompiledTheory, compile, emit, load, shipped_theories  # noqa: E402
+from .api import CompiledTheory, compile, emit, load, load_text, shipped_theories  # noqa: E402
 
-__all__ = ["load", "compile", "emit", "shipped_theories", "CompiledTheory", "__version__"]
+__all__ = ["load", "load_text", "compile", "emit", "shipped_theories", "CompiledTheory", "__version__"]

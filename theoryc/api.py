@@ -39,8 +39,12 @@ def read_theory(name_or_path: str | Path) -> tuple[bytes, str]:
 def compile(name_or_path, overrides: dict | None = None) -> CompileResult:
     """Compile a theory to its generated module, reusing the cached one when nothing changed.
     Does not import torch or SymPy when the module is cached."""
-    from .compiler import cache
     data, filename = read_theory(name_or_path)
+    return compile_bytes(data, filename, overrides)
+
+
+def compile_bytes(data: bytes, filename: str, overrides: dict | None = None) -> CompileResult:
+    from .compiler import cache
     overrides = {k: format_value(v) for k, v in (overrides or {}).items()}
     key = cache.cache_key(data.decode("utf-8", errors="replace"), overrides)
     path = cache.cached_path(key)
@@ -73,9 +77,18 @@ def format_value(v) -> str:
 
 def load(name_or_path, **params) -> "CompiledTheory":
     """Compile (or take from the cache) and load a theory: `theoryc.load('phi4_2d', L=8)`."""
-    result = compile(name_or_path, params)
-    from .compiler.cache import import_module
     data, filename = read_theory(name_or_path)
+    return load_bytes(data, filename, **params)
+
+
+def load_text(text: str, filename: str = "<text>", **params) -> "CompiledTheory":
+    """Load a theory from its source text (an ensemble or model file records the text it used)."""
+    return load_bytes(text.encode("utf-8"), filename, **params)
+
+
+def load_bytes(data: bytes, filename: str, **params) -> "CompiledTheory":
+    from .compiler.cache import import_module
+    result = compile_bytes(data, filename, params)
     return CompiledTheory(import_module(result.path), data.decode("utf-8"), result.path)
 
 
