@@ -192,7 +192,8 @@ class Interrupt(Exception):
 
 
 def interrupt_after(monkeypatch, trajectories):
-    """Make `hmc.step` raise after `trajectories` calls, as a killed job would stop."""
+    """Make `hmc.step` raise after `trajectories` calls, as a killed job would stop; the returned
+    dict counts the calls."""
     real, calls = hmc.step, {"n": 0}
 
     def step(*args, **kwargs):
@@ -202,7 +203,7 @@ def interrupt_after(monkeypatch, trajectories):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(hmc, "step", step)
-    return lambda: monkeypatch.setattr(hmc, "step", real)
+    return calls
 
 
 def test_resume_gives_bitwise_identical_ensemble(tmp_path, monkeypatch):
@@ -213,11 +214,12 @@ def test_resume_gives_bitwise_identical_ensemble(tmp_path, monkeypatch):
     # Killed at trajectory 25 (tuning; last checkpoint 20), resumed and killed again at 70
     # (production; last checkpoint 60), then resumed to the end (30 + 2 * 40 = 110).
     for calls in (25, 50):
-        restore = interrupt_after(monkeypatch, calls)
+        interrupt_after(monkeypatch, calls)
         with pytest.raises(Interrupt):
             run_hmc(theory, checkpoint=path, resume=True, **kwargs)
-        restore()
+    calls = interrupt_after(monkeypatch, 10**9)
     resumed = run_hmc(theory, checkpoint=path, resume=True, **kwargs)
+    assert calls["n"] == 110 - 60             # it did continue from the checkpoint
     assert torch.equal(resumed.configs, reference.configs)
     for name, value in reference.stats.items():
         assert np.array_equal(resumed.stats[name], value), name
