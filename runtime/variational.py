@@ -114,7 +114,7 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int = 64, lr: float = 1
     The returned model has `.meta` (theory name, source, params, training settings, history)
     for `save_model`.
     """
-    torch_dtype = dtype
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype   # "float64" too
     with torch.random.fork_rng(devices=[]):   # initial weights from `seed`, global RNG untouched
         torch.manual_seed(seed)
         model = build_model(theory, device=device, dtype=torch_dtype, z2=z2, n_layers=n_layers,
