@@ -191,10 +191,13 @@ class Interrupt(Exception):
     pass
 
 
+REAL_STEP = hmc.step
+
+
 def interrupt_after(monkeypatch, trajectories):
     """Make `hmc.step` raise after `trajectories` calls, as a killed job would stop; the returned
     dict counts the calls."""
-    real, calls = hmc.step, {"n": 0}
+    real, calls = REAL_STEP, {"n": 0}
 
     def step(*args, **kwargs):
         calls["n"] += 1
