@@ -214,9 +214,9 @@ def test_resume_gives_bitwise_identical_ensemble(tmp_path, monkeypatch):
     kwargs = dict(n=40, chains=3, warmup=30, seed=8, every=2, progress=False, checkpoint_every=10)
     reference = run_hmc(theory, **kwargs)
     path = tmp_path / "run.ckpt"
-    # Killed at trajectory 25 (tuning; last checkpoint 20), resumed and killed again at 70
-    # (production; last checkpoint 60), then resumed to the end (30 + 2 * 40 = 110).
-    for calls in (25, 50):
+    # Killed after trajectory 25 (tuning; last checkpoint 20), resumed and killed again after
+    # 20 + 45 = 65 (production; last checkpoint 60), then resumed to the end (30 + 2 * 40 = 110).
+    for calls in (25, 45):
         interrupt_after(monkeypatch, calls)
         with pytest.raises(Interrupt):
             run_hmc(theory, checkpoint=path, resume=True, **kwargs)
