@@ -67,8 +67,19 @@ class LangevinState:
     accepted: Tensor | None = None  # "mala": accepted proposals per chain since the last reset
 
 
+def gaussian_noise(shape, dtype: torch.dtype, device, generator: torch.Generator) -> Tensor:
+    """Standard normal noise. On the cpu float64 noise is drawn in float32 and cast: torch's float64
+    normal sampler is ~6x slower there, and the float32 rounding of a Gaussian variate (1e-7
+    relative) is far below any statistical error (MALA stays exact: it uses the actual move)."""
+    device = torch.device(device)
+    if dtype == torch.float64 and device.type == "cpu":
+        return torch.randn(shape, generator=generator, device=device,
+                           dtype=torch.float32).to(torch.float64)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
 def _randn(like: Tensor, generator: torch.Generator) -> Tensor:
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    return gaussian_noise(like.shape, like.dtype, like.device, generator)
 
 
 def _per_chain(v: Tensor, like: Tensor) -> Tensor:
@@ -206,6 +217,13 @@ class ChainHealth:
             self.went_bad_at[new.cpu().numpy()] = index
             z[_per_chain(self.bad, z).expand_as(z)] = 0
         return new
+
+    def mark(self, chains: Tensor, at_index: Tensor) -> None:
+        """Flag `chains` (indices) as bad, first seen at kept index `at_index`."""
+        fresh = ~self.bad[chains]
+        chains, at_index = chains[fresh], at_index[fresh]
+        self.bad[chains] = True
+        self.went_bad_at[chains.cpu().numpy()] = at_index.cpu().numpy()
 
     @property
     def n_bad(self) -> int:
