@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..dsl.errors import TheoryError
-from .lower import Lowered, Symbols
+from .lower import Internal, Lowered, Symbols
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def derive_force(symbols: Symbols, action: Lowered, n_fields: int, span) -> Forc
         if factor == 0:
             continue
         if not factor.is_number:
-            name = sp.Symbol(f"dS_d{r.symbol.name}")
+            name = Internal(f"dS_d{r.symbol.name}")
             factors.append((name, factor))
             factor = name
         for f in range(n_fields):

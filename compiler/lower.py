@@ -19,6 +19,12 @@ FUNCTIONS = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos"
 NON_HOLOMORPHIC = ("abs", "re", "im", "conj")
 
 
+class Internal(sp.Symbol):
+    """A symbol the compiler makes (site sums R0, their factors dS_dR0, averages avg0). Its own
+    class keeps it distinct from a user's complex parameter of the same name, which is a plain
+    Symbol with the same (no) assumptions and would otherwise be the very same SymPy symbol."""
+
+
 @dataclass(frozen=True)
 class FieldSymbol:
     field: int
@@ -116,7 +122,7 @@ class Lowerer:
             return self.observables[n.name]
         if isinstance(n, C.AverageOf):
             if n.key not in self.averages:
-                self.averages[n.key] = (sp.Symbol(f"avg{len(self.averages)}"), n.expr)
+                self.averages[n.key] = (Internal(f"avg{len(self.averages)}"), n.expr)
             return self.averages[n.key][0]
         if isinstance(n, C.Var):
             return self.variables.setdefault(n.name, sp.Symbol(n.name, real=True))
@@ -137,7 +143,7 @@ class Lowerer:
             density = density / self.theory.volume
         if not any(self.symbols.is_field(s) for s in density.free_symbols):
             return density * self.theory.volume          # the same at every site
-        sym = sp.Symbol(f"R{self.count}")
+        sym = Internal(f"R{self.count}")
         self.count += 1
         self.reductions.append(Reduction(sym, density))
         return sym
