@@ -451,6 +451,13 @@ class Checker:
             fail(e.span, f"a 0-dimensional theory has no sites or directions to {f} over",
                  "use the fields bare, e.g. 'x^2'.")
         body = self.expr(e.body, scope.bind(idx.id, kind))
+        if not any(index_uses(idx.id, e.body, self.names)) and \
+                any(isinstance(n, C.FieldAt) for n in walk(body)):
+            # Neither a site nor a direction: counting it as a site sum would silently re-sum the
+            # fields of an enclosing site over the lattice.
+            fail(idx.span, f"the index '{idx.id}' of {f}({idx.id})[...] is never used in its body",
+                 f"use it as a site, {f}({idx.id})[ phi({idx.id}) ], or as a direction, "
+                 f"phi(x + {idx.id}); or remove the {f}.")
         if kind == "site":
             return C.SiteReduce(idx.id, body, f == "mean")
         return C.DirectionReduce(idx.id, body, f == "mean")
