@@ -257,7 +257,7 @@ class _CLLoop:
         # Langevin operator on O = mean(z^2): L_c O = mean(2 (1 + z K)); <L_c O> = 0 is the
         # Schwinger-Dyson equation, and its cutoff dependence the boundary term (cl_diagnostics).
         sd = (2 * (1 + zf * kf)).mean(1)
-        figures = {"langevin_time": self.warm_time + (k + 1) * self.span,
+        figures = {"langevin_time": self.warm_time + (k + 1).to(torch.float64) * self.span,
                    "n_steps": self.n_steps[idx], "dt_min": self.dt_min[idx],
                    "dt_mean": self.span / self.n_steps[idx].clamp(min=1),
                    "drift_magnitude": (kf.real.square() + kf.imag.square()).mean(1).sqrt(),
