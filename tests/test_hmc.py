@@ -302,3 +302,15 @@ def test_compiled_phi4_0d_against_quadrature():
 def test_compiled_complex_quartic_is_refused():
     with pytest.raises(SamplerError, match="complex Langevin"):
         run_hmc(load_compiled("complex_quartic"), n=10, progress=False)
+
+
+@pytest.mark.slow
+def test_double_gaussian_cumulants_to_kappa8():
+    """The seed's table: kappa2..kappa8 = mu0^2 + s0^2, -2 mu0^4, 16 mu0^6, -272 mu0^8."""
+    theory = fakes.double_gaussian_0d(mu0=1.0, s0=0.25)
+    run = run_hmc(theory, n=20_000, chains=8, warmup=300, seed=13, integrator="omelyan",
+                  progress=False)
+    k = cumulants(measure_observables(theory, run.configs)["x1"], 8)
+    for n, exact in ((2, 1.0625), (4, -2.0), (6, 16.0), (8, -272.0)):
+        assert abs(k[f"kappa{n}"]["mean"] - exact) < 4 * k[f"kappa{n}"]["error"], (n, k)
+    print({name: (round(v["mean"], 4), round(v["error"], 4)) for name, v in k.items()})
