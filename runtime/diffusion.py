@@ -228,7 +228,7 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
                     seed: int = 0, device=None, dtype=torch.float32,
                     checkpoint: str | None = None, checkpoint_every: int = 500,
                     resume: bool = False, progress: bool = True,
-                    log_every: int = 50) -> DiffusionModel:
+                    log_every: int = 50, stop_after: int | None = None) -> DiffusionModel:
     """Train a score- or energy-based diffusion model on `data` by denoising score matching.
 
     theory_like: anything with `shape`, `is_complex`, `symmetries` (and for the model file `name`,
@@ -237,6 +237,8 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     with EMA weights (the raw weights are kept in `model.raw_state`), `model.history` holding the
     loss curve and the NaN-guard counts. With `checkpoint` a resumable state is written every
     `checkpoint_every` steps and at the end; `resume=True` continues it bit for bit.
+    stop_after: end this call after that many steps (checkpointed), e.g. to train in time-limited
+    chunks; a later call with `resume=True` and the same arguments carries on.
     """
     device = torch.device(device or "cpu")
     config_shape = _config_shape(theory_like, data)
@@ -264,11 +266,12 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     bar = tqdm(total=steps, initial=state["step"], disable=not progress, desc=f"train {flavour}")
     t0 = time.perf_counter()
     start = state["step"]
-    while state["step"] < steps:
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    while state["step"] < end:
         _train_step(model, net, ema, opt, gen, data, symmetries, state, steps=steps,
                     batch_size=batch_size, lr=lr, warmup=warmup, final=lr_final_fraction,
                     ema_decay=ema_decay, grad_clip=grad_clip, log_every=log_every, bar=bar)
-        if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == steps):
+        if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
             _save_training_checkpoint(checkpoint, net, ema, opt, gen, model, state)
     bar.close()
     elapsed = time.perf_counter() - t0
@@ -310,7 +313,7 @@ def _train_step(model, net, ema, opt, gen, data, symmetries, state, *, steps, ba
             state["restored"] += 1
         else:
             _ema_update(ema, net, min(ema_decay, (1 + step) / (10 + step)))
-        state["window"][0] += float(loss)
+        state["window"][0] += float(loss.detach())
         state["window"][1] += 1
     state["step"] = step + 1
     bar.update(1)
