@@ -117,6 +117,9 @@ def compile(theory, sets, emit):
 @click.option("--integrator", type=click.Choice(["leapfrog", "omelyan"]), default="leapfrog", show_default=True,
               help="HMC integrator.")
 @click.option("--step", type=float, default=None, help="Step size (HMC: fixes it; Langevin: eps).")
+@click.option("--trajectory-length", type=float, default=1.0, show_default=True, help="HMC trajectory length.")
+@click.option("--target-accept", type=float, default=0.8, show_default=True,
+              help="HMC: acceptance the warm-up tunes the step size to.")
 @click.option("--scheme", type=click.Choice(["em", "rk2", "bm", "mala"]), default=None,
               help="Langevin scheme (default bm, second order).")
 @click.option("--noise-imag", type=float, default=0.0, show_default=True,
@@ -131,7 +134,7 @@ def compile(theory, sets, emit):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
-           scheme, noise_imag, model_path, solver, steps, no_metropolis, resume, quiet, output):
+           trajectory_length, target_accept, scheme, noise_imag, model_path, solver, steps, no_metropolis, resume, quiet, output):
     """Sample THEORY and write an ensemble file."""
     from . import api
     th = api.load(theory, **parse_sets(sets))
@@ -141,7 +144,7 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
     if sampler == "hmc":
         from .runtime.hmc import run_hmc
         opts = dict(n=n, chains=chains, dtype=torch_dtype(dtype), integrator=integrator, step_size=step,
-                    every=every or 1, checkpoint=checkpoint, resume=resume, **common)
+                    trajectory_length=trajectory_length, target_accept=target_accept, every=every or 1, checkpoint=checkpoint, resume=resume, **common)
         run = run_hmc(th, **({"warmup": warmup} if warmup is not None else {}), **opts)
     elif sampler == "langevin":
         from .runtime.langevin import run_langevin
@@ -167,6 +170,7 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         model = load_diffusion(need_model(model_path), th, device)
         run = sample_diffusion(model, n, solver=solver, **({"steps": steps} if steps else {}), **common)
     write(th, run, sampler, seed, output)
+    Path(checkpoint).unlink(missing_ok=True)      # the run finished: nothing left to resume
     click.echo(f"wrote {output}: {tuple(run.configs.shape[:2])} (chains, configurations)")
 
 
