@@ -1,0 +1,182 @@
+"""Figures of an ensemble (matplotlib, Agg backend: works without a screen).
+
+`plot_ensemble` takes plain data (a dict, an `Ensemble` read back from a file, or a `SamplerRun`),
+never a file name, so it does not depend on the file reader:
+
+- a 0-d complex ensemble (complex Langevin, one variable): the histogram P(x, y) of z = x + i y,
+  and, given the drift, the CL drift field as streamlines beside it and as arrows on top of the
+  histogram (the seed talk's Figure 1);
+- otherwise, one row per observable (real and imaginary parts of a complex one separately):
+  Monte Carlo history of a few chains, histogram over all chains, and the normalised
+  autocorrelation function averaged over chains.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+HISTORY_CHAINS = 4
+
+
+def _get(obj, name, default=None):
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _numpy(a):
+    if a is None:
+        return None
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def plot_ensemble(ensemble_like, path, *, drift: Callable | None = None,
+                  observables: Mapping | None = None, max_lag: int | None = None,
+                  bins: int = 100, title: str | None = None) -> str:
+    """Write a PNG (or any format matplotlib infers from `path`) describing the ensemble.
+
+    ensemble_like: anything with `configs` (chains, n, *shape) and/or `observables`
+    {name: (chains, n)} as attributes or keys. drift: the CL drift, a callable taking a complex
+    tensor (batch, 1) (e.g. `theory.drift`) or an object with a `.drift`; used for 0-d complex
+    ensembles. observables overrides those of the ensemble. Returns `path`.
+    """
+    configs = _numpy(_get(ensemble_like, "configs"))
+    obs = dict(observables if observables is not None else (_get(ensemble_like, "observables")
+                                                              or {}))
+    if drift is not None and not callable(drift):
+        drift = drift.drift
+    if configs is not None and np.iscomplexobj(configs) and math.prod(configs.shape[2:]) == 1:
+        fig = complex_plane_figure(configs.reshape(-1), drift, bins)
+    else:
+        series = _series(obs, configs)
+        if not series:
+            raise ValueError("nothing to plot: the ensemble has neither observables nor configs")
+        fig = observables_figure(series, max_lag)
+    if title:
+        fig.suptitle(title)
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return os.fspath(path)
+
+
+# ------------------------------------------------------------------------- complex 0-d: P(x, y)
+
+def drift_on_grid(drift: Callable, xs: np.ndarray, ys: np.ndarray):
+    """Re K and Im K of a holomorphic drift on the grid x + i y (arrays shaped (len(ys), len(xs)))."""
+    gx, gy = np.meshgrid(xs, ys)
+    z = torch.as_tensor((gx + 1j * gy).reshape(-1, 1), dtype=torch.complex128)
+    k = _numpy(drift(z)).reshape(gx.shape)
+    return k.real, k.imag
+
+
+def complex_plane_figure(z: np.ndarray, drift: Callable | None, bins: int = 100):
+    """Histogram P(x, y) of complex samples; with the drift, its streamlines beside it."""
+    x, y = z.real, z.imag
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    xr = _padded_range(x)
+    yr = _padded_range(y, minimum_half_width=0.25 * (xr[1] - xr[0]) / 2)
+    panels = 2 if drift is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
+    axes = axes[0]
+    if drift is not None:
+        xs, ys = np.linspace(*xr, 60), np.linspace(*yr, 60)
+        kx, ky = drift_on_grid(drift, xs, ys)
+        speed = np.hypot(kx, ky)
+        ax = axes[0]
+        strm = ax.streamplot(xs, ys, kx, ky, color=np.log10(speed + 1e-12), cmap="viridis",
+                             density=1.2, linewidth=0.8)
+        fig.colorbar(strm.lines, ax=ax, label="log10 |K|")
+        ax.set(xlabel="x = Re z", ylabel="y = Im z", title="CL drift K(z) = -dS/dz",
+               xlim=xr, ylim=yr)
+    ax = axes[-1]
+    h = ax.hist2d(x, y, bins=bins, range=[xr, yr], density=True, cmap="magma")
+    fig.colorbar(h[3], ax=ax, label="P(x, y)")
+    if drift is not None:
+        xs, ys = np.linspace(*xr, 16), np.linspace(*yr, 12)
+        kx, ky = drift_on_grid(drift, xs, ys)
+        norm = np.hypot(kx, ky) + 1e-300
+        ax.quiver(*np.meshgrid(xs, ys), kx / norm, ky / norm, color="white", alpha=0.6,
+                  width=0.003)
+    ax.set(xlabel="x = Re z", ylabel="y = Im z", title=f"P(x, y) from {x.size} samples")
+    fig.tight_layout()
+    return fig
+
+
+def _padded_range(v: np.ndarray, minimum_half_width: float = 0.0):
+    lo, hi = np.quantile(v, [0.0005, 0.9995]) if v.size else (-1.0, 1.0)
+    mid, half = (lo + hi) / 2, max((hi - lo) / 2 * 1.1, minimum_half_width, 1e-6)
+    return (float(mid - half), float(mid + half))
+
+
+# -------------------------------------------------------------- real ensembles: per observable
+
+def _series(observables: Mapping, configs) -> dict[str, np.ndarray]:
+    """name -> real (chains, n) arrays; complex observables become 'Re name' and 'Im name'."""
+    series = {}
+    if not observables and configs is not None and math.prod(configs.shape[2:]) <= 4:
+        flat = configs.reshape(*configs.shape[:2], -1)
+        observables = {f"phi[{i}]": flat[..., i] for i in range(flat.shape[-1])}
+    for name, v in observables.items():
+        v = _numpy(v)
+        v = v.reshape(1, -1) if v.ndim == 1 else v
+        if np.iscomplexobj(v):
+            series[f"Re {name}"], series[f"Im {name}"] = v.real, v.imag
+        else:
+            series[name] = v.astype(np.float64)
+    return series
+
+
+def autocorrelation(v: np.ndarray, max_lag: int) -> np.ndarray:
+    """Normalised autocorrelation Gamma(t)/Gamma(0) of (chains, n) data, averaged over chains
+    (deviations from the global mean; FFT, so O(n log n) per chain)."""
+    d = v - v.mean()
+    n = d.shape[1]
+    size = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(d, size, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), size, axis=1)[:, : max_lag + 1].sum(0)
+    acov /= d.shape[0] * (n - np.arange(max_lag + 1))
+    return acov / acov[0] if acov[0] > 0 else np.zeros_like(acov)
+
+
+def observables_figure(series: Mapping[str, np.ndarray], max_lag: int | None = None):
+    rows = len(series)
+    fig, axes = plt.subplots(rows, 3, figsize=(13, 2.6 * rows), squeeze=False)
+    for row, (name, v) in zip(axes, series.items()):
+        v = v[np.isfinite(v).all(axis=1)]
+        chains, n = v.shape
+        hist_ax, acf_ax = row[1], row[2]
+        for c in range(min(chains, HISTORY_CHAINS)):
+            row[0].plot(v[c], lw=0.6, alpha=0.8)
+        row[0].set(xlabel="configuration", ylabel=name,
+                   title=f"history ({min(chains, HISTORY_CHAINS)} of {chains} chains)")
+        hist_ax.hist(v.ravel(), bins=min(100, max(10, int(math.sqrt(v.size)))), density=True,
+                     color="C0", alpha=0.8)
+        hist_ax.set(xlabel=name, ylabel="density", title=f"mean {v.mean():.5g}")
+        lag = max(1, min(max_lag or 100, n // 2))
+        acf = autocorrelation(v, lag) if n > 1 else np.ones(1)
+        acf_ax.plot(np.arange(acf.size), acf, marker=".", ms=3)
+        acf_ax.axhline(0, color="k", lw=0.5)
+        tau = 0.5 + acf[1:].clip(min=0)[: _first_negative(acf)].sum() if acf.size > 1 else 0.5
+        acf_ax.set(xlabel="lag", ylabel="Gamma(t)/Gamma(0)", title=f"autocorrelation "
+                   f"(tau_int ~ {tau:.3g})")
+    fig.tight_layout()
+    return fig
+
+
+def _first_negative(acf: np.ndarray) -> int:
+    neg = np.flatnonzero(acf[1:] <= 0)
+    return int(neg[0]) if neg.size else acf.size - 1
