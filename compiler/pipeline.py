@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..dsl.checker import check
 from ..dsl.errors import TheoryError
-from ..dsl.parser import parse, read_text
+from ..dsl.parser import displayable, parse, read_text
 from .codegen import generate
 from .ir import TheoryIR, lower_theory
 
@@ -28,7 +28,7 @@ def compile_text(data: bytes | str, filename: str, overrides: dict[str, str] | N
         ir = lower_theory(checked)
         return Compiled(ir, generate(ir))
     except TheoryError as err:
-        raise err.located(filename, text) from None
+        raise err.located(filename, text or displayable(data)) from None
 
 
 def parse_overrides(overrides: dict[str, str]) -> dict:

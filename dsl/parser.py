@@ -50,10 +50,17 @@ class BracketNewlines:
                 continue
             yield tok
         if stack:
-            tok = stack[-1]
-            raise TheoryError(span_of(tok), f"'{tok.value}' is never closed",
-                              "close it before the end of the statement; a statement may span "
-                              "lines only while a bracket is open.", kind="Syntax error")
+            raise never_closed(stack[-1])
+
+
+STATEMENT_WORDS = {"theory", "lattice", "field", "param", "symmetry", "action", "observable",
+                   "estimate", "schedule"}
+
+
+def never_closed(tok: Token) -> TheoryError:
+    return TheoryError(span_of(tok), f"'{tok.value}' is never closed",
+                       "close it before the end of the statement; a statement may span "
+                       "lines only while a bracket is open.", kind="Syntax error")
 
 
 @lru_cache(maxsize=None)
@@ -165,16 +172,26 @@ def read_text(data: bytes | str) -> str:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             line = data[:err.start].count(b"\n") + 1
-            col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+            line_start = data.rfind(b"\n", 0, err.start) + 1
+            col = len(data[line_start:err.start].decode("utf-8", errors="replace")) + 1
             raise TheoryError(Span.point(line, col), "the file is not UTF-8 text",
                               "a .theory file is plain text; is this the right file?",
                               kind="Syntax error") from None
     if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
-        raise TheoryError(Span.point(line, 1), "the file contains NUL bytes: it is binary, "
+        at = text.index("\x00")
+        line, col = text[:at].count("\n") + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+        raise TheoryError(Span.point(line, col), "the file contains NUL bytes: it is binary, "
                           "not text", "a .theory file is plain text; is this the right file?",
                           kind="Syntax error")
     return text
+
+
+def displayable(data: bytes | str) -> str:
+    """The text to show under an error about a file that is not text: undecodable bytes and
+    control characters become U+FFFD, so the line and the caret still line up."""
+    text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+    return "".join("\ufffd" if (ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 else c
+                   for c in text)
 
 
 def parse(text: str, start: str = "start"):
@@ -188,7 +205,58 @@ def parse(text: str, start: str = "start"):
     return ToAst().transform(tree)
 
 
+# Words of Python that someone may try: the language has none of them, and nothing is ever run.
+PYTHON_WORDS = {"lambda", "import", "from", "def", "class", "exec", "eval", "return", "for", "while",
+                "if", "else", "with", "global", "yield", "print", "open", "compile", "__import__"}
+
+
+def python_word_near(text: str, line: int, col: int) -> str | None:
+    """A Python keyword at, or just before, the error position."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return None
+    before = lines[line - 1][:col - 1].split()
+    here = lines[line - 1][col - 1:].split()
+    for word in (here[0] if here else "", before[-1] if before else ""):
+        word = word.split("(")[0]
+        if word in PYTHON_WORDS:
+            return word
+    return None
+
+
 def syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
+    line = getattr(err, "line", None)
+    if isinstance(line, int) and line > 0:
+        bracket = open_bracket_before_statement(text, line)
+        if bracket:
+            return bracket
+    error = describe_syntax_error(err, text)
+    word = error.span and python_word_near(text, error.span.line, error.span.column)
+    if word:
+        error.hint = (f"'{word}' is Python, not part of the .theory language; nothing in a "
+                      ".theory file is run as code.")
+    return error
+
+
+def open_bracket_before_statement(text: str, line: int) -> TheoryError | None:
+    """A line that starts a statement while a bracket of an earlier line is still open: the
+    bracket is the mistake, not the statement word the parser stumbles on."""
+    lines = text.splitlines()
+    words = lines[line - 1].split() if line <= len(lines) else []
+    if not words or not lines[line - 1][0].isalpha() or words[0] not in STATEMENT_WORDS:
+        return None
+    stack = []
+    for number, content in enumerate(lines[:line - 1], start=1):
+        for column, ch in enumerate(content.split("#")[0], start=1):
+            if ch in "([":
+                stack.append(Token("LPAR" if ch == "(" else "LSQB", ch, line=number, column=column,
+                                   end_line=number, end_column=column + 1))
+            elif ch in ")]" and stack:
+                stack.pop()
+    return never_closed(stack[-1]) if stack else None
+
+
+def describe_syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
     line, col = max(1, getattr(err, "line", 1) or 1), max(1, getattr(err, "column", 1) or 1)
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
@@ -209,8 +277,10 @@ def syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
         expected = sorted(TOKEN_WORDS.get(t, t.lower()) for t in err.expected
                           if not t.startswith("__") or t in TOKEN_WORDS)
         span = Span(line, col, line, col + max(1, len(str(tok)) if tok.type != "_NL" else 1))
-        return TheoryError(span, f"unexpected {got}", expected_hint(expected, tok),
-                           kind="Syntax error")
+        hint = expected_hint(expected, tok)
+        if tok.type in ("_NL", "$END") and "'='" not in expected:
+            hint = "the statement ends too early: something is missing here."
+        return TheoryError(span, f"unexpected {got}", hint, kind="Syntax error")
     if isinstance(err, UnexpectedEOF):
         line, col = end_position(text)
         return TheoryError(Span.point(line, col), "unexpected end of file",
