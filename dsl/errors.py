@@ -1,6 +1,7 @@
 """One error type for everything wrong with a .theory file, formatted like stanc3's messages."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -61,5 +62,9 @@ def source_line(source: str, line: int) -> str:
 def did_you_mean(name: str, candidates) -> str:
     """A hint naming the closest known name, if one is close enough to be a typo."""
     import difflib
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    # Among equally plausible typos the one sharing the longest start wins: cosine -> cos, not sin.
+    best = max(close, key=lambda c: len(os.path.commonprefix([name, c])))
+    return f"did you mean '{best}'?"
