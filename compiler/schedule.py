@@ -42,13 +42,23 @@ def derive_schedule(decl: C.ScheduleDecl, lowerer: Lowerer, values: dict) -> Ker
     x = lowerer.variables.get("x", sp.Symbol("x", real=True))
     t = lowerer.variables.get("t", T)
     drift, g = drift.xreplace({t: T}), g.xreplace({t: T})
-    if not is_zero(sp.diff(drift, x, 2)) or not is_zero(drift.subs(x, 0)):
+    if not is_zero(sp.diff(drift, x, 2)):
         raise TheoryError(decl.drift_span, f"the drift of schedule '{decl.name}' is not linear in x",
                           "the perturbation kernel needs drift = -k(t) * x / 2 (or 0); "
                           "for example drift = -(beta_min + t*(beta_max - beta_min)) * x / 2.")
+    if not is_zero(drift.subs(x, 0)):
+        raise TheoryError(decl.drift_span, f"the drift of schedule '{decl.name}' is affine, not "
+                          f"linear in x: its part {short_text(drift.subs(x, 0))} does not multiply x",
+                          "the perturbation kernel needs drift = -k(t) * x / 2 (or 0): "
+                          "remove the term that does not multiply x.")
     k = sp.expand(-2 * sp.diff(drift, x))
     f, xi = kernel(k, g)
     return Kernels(decl.name, k, g, f, xi)
+
+
+def short_text(expr: sp.Expr) -> str:
+    text = str(expr).replace("**", "^")
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def number_only(expr, decl, numbers, span) -> sp.Expr:

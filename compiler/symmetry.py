@@ -42,7 +42,8 @@ def prove_symmetry(decl: C.SymmetryDecl, action: Lowered, lowerer: Lowerer, symb
             continue
         if not numerically_zero(difference, symbols, values):
             raise TheoryError(decl.span, f"the symmetry '{decl.text}' does not leave the action invariant",
-                              f"the action changes by {short(difference)}; check the map or the action.")
+                              f"the action changes by {short(readable(difference, symbols))}; "
+                              "check the map or the action.")
         how = "numeric"
     return ProvedSymmetry(decl.text, tuple(images), exact_move(images, symbols, field_kinds, origin), how)
 
@@ -95,6 +96,19 @@ def exact_move(images, symbols: Symbols, field_kinds, origin) -> bool:
     return True
 
 
-def short(expr: sp.Expr) -> str:
-    text = str(expr)
+def readable(expr: sp.Expr, symbols: Symbols) -> str:
+    """An expression in the language's own notation: phi[1,0] -> phi(x + e0), ** -> ^."""
+    names = {}
+    for sym in field_symbols(symbols, expr):
+        fs = symbols.meaning[sym]
+        name = symbols.field_names[fs.field]
+        if symbols.dim:
+            steps = "".join(f" {'+' if k > 0 else '-'} {str(abs(k)) + '*' if abs(k) > 1 else ''}e{a}"
+                            for a, k in enumerate(fs.shift) if k)
+            name = f"{name}(x{steps})"
+        names[sym] = sp.Symbol(name)
+    return str(expr.xreplace(names)).replace("**", "^")
+
+
+def short(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."

@@ -421,7 +421,8 @@ class Checker:
             return self.reduction(e, scope)
         if f in FUNCTIONS:
             if len(e.args) != 1:
-                fail(e.span, f"{f}() takes exactly one argument, not {len(e.args)}")
+                fail(e.span, f"{f}() takes exactly one argument, not {len(e.args)}",
+                     f"write e.g. {f}(phi(x)); for a power use ^, as in x^2.")
             return C.Apply(f, self.expr(e.args[0], scope))
         if f in REDUCTIONS:
             fail(e.span, f"{f}(...) needs a body in square brackets",
