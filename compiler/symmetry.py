@@ -34,18 +34,58 @@ def prove_symmetry(decl: C.SymmetryDecl, action: Lowered, lowerer: Lowerer, symb
     images = [symbols.at(f, origin) for f in range(len(field_kinds))]
     for f, node in decl.maps:
         images[f] = lowerer.node(node, {})
-    pieces = [r.density for r in action.reductions] or [action.expr]
-    how = "symbolic"
-    for piece in pieces:
-        difference = translate_canonical(symbols, sp.expand(transform(symbols, piece, images) - piece))
-        if difference == 0:
-            continue
-        if not numerically_zero(difference, symbols, values):
-            raise TheoryError(decl.span, f"the symmetry '{decl.text}' does not leave the action invariant",
-                              f"the action changes by {short(readable(difference, symbols))}; "
-                              "check the map or the action.")
-        how = "numeric"
+    refuse = lambda change: TheoryError(
+        decl.span, f"the symmetry '{decl.text}' does not leave the action invariant",
+        f"the action changes by {short(change)}; check the map or the action.")
+    if not action.reductions:                                   # 0-d: the fields appear in F
+        difference = sp.expand(transform(symbols, action.expr, images) - action.expr)
+        how = same_function(difference, symbols, values)
+        if how is None:
+            raise refuse(readable(difference, symbols))
+        return ProvedSymmetry(decl.text, tuple(images), exact_move(images, symbols, field_kinds, origin), how)
+    sums, how = {}, "symbolic"
+    for r in action.reductions:
+        image = transform(symbols, r.density, images)
+        found = image_of_sum(image, r, action.reductions, symbols, values, lowerer.theory.volume)
+        if found is None:
+            # Report the sum's own change: when sums do not mix, that is the whole story.
+            difference = translate_canonical(symbols, sp.expand(image - r.density))
+            raise refuse(readable(difference, symbols))
+        sums[r.symbol], step = found
+        how = "numeric" if step == "numeric" else how
+    # S = F(R_1, ..., R_n): each R_k maps to +-R_j (+ const), so S is invariant when F(R') = F(R),
+    # which allows odd sums inside even functions such as (sum_x phi)^2 under phi -> -phi.
+    change = sp.expand(action.expr.xreplace(sums) - action.expr)
+    step = same_function(change, symbols, values)
+    if step is None:
+        named = {r.symbol: sp.Symbol(f"sum(x)[{readable(r.density, symbols)}]") for r in action.reductions}
+        raise refuse(str(change.xreplace(named)).replace("**", "^"))
+    how = "numeric" if step == "numeric" else how
     return ProvedSymmetry(decl.text, tuple(images), exact_move(images, symbols, field_kinds, origin), how)
+
+
+def image_of_sum(image: sp.Expr, own, reductions, symbols: Symbols, values: dict, volume: int):
+    """The image of a site sum, sum_x image(x), as s * R_j + volume * c with s = +-1 and c free of
+    fields (the sum itself first), and how that was shown; None when it is none of these."""
+    candidates = [own] + [r for r in reductions if r is not own]
+    for r in candidates:
+        for sign in (1, -1):
+            difference = translate_canonical(symbols, sp.expand(image - sign * r.density))
+            if not field_symbols(symbols, difference):
+                return sign * r.symbol + volume * difference, "symbolic"
+    for r in candidates:                  # functions SymPy does not simplify: compare numerically
+        for sign in (1, -1):
+            difference = translate_canonical(symbols, sp.expand(image - sign * r.density))
+            if numerically_zero(difference, symbols, values):
+                return sign * r.symbol, "numeric"
+    return None
+
+
+def same_function(difference: sp.Expr, symbols: Symbols, values: dict) -> str | None:
+    """'symbolic' or 'numeric' when the difference vanishes identically, None when it does not."""
+    if difference == 0:
+        return "symbolic"
+    return "numeric" if numerically_zero(difference, symbols, values) else None
 
 
 def transform(symbols: Symbols, expr: sp.Expr, images: list[sp.Expr]) -> sp.Expr:
