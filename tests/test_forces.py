@@ -367,3 +367,29 @@ def test_false_symmetry_is_refused(symmetry, action):
     with pytest.raises(TheoryError, match="does not leave the action invariant") as info:
         load(text)
     assert info.value.span.line == 4
+
+
+@pytest.mark.parametrize("extra", [
+    "0.1 * (sum(x)[ phi(x) ])^2",                       # odd site sum inside an even function
+    "0.1 * (mean(x)[ phi(x) ])^4 + cosh(mean(x)[ phi(x) * phi(x + e0)^2 ])",
+    "log(1 + (sum(x)[ phi(x)^3 ])^2)",
+])
+def test_symmetry_of_a_function_of_odd_site_sums_is_accepted(extra):
+    """S = F(R) is invariant when the map sends R -> -R and F is even, although R itself is not."""
+    theory = load(f"theory even\nlattice 3 x 4\nfield phi : real\nsymmetry phi -> -phi\n"
+                  f"action = sum(x)[ phi(x)^2 ] + {extra}\n")
+    assert_symmetry_holds(theory, random_cfg(theory, seed=11))
+
+
+def test_swap_of_fields_in_separate_site_sums_is_accepted():
+    theory = load("theory swap_sums\nlattice 4\nfield a, b : real\nsymmetry a -> b, b -> a\n"
+                  "action = (sum(x)[ a(x) ])^2 + (sum(x)[ b(x) ])^2 + sum(x)[ a(x)^2 * b(x)^2 ]\n")
+    (image,) = assert_symmetry_holds(theory, random_cfg(theory, seed=12))
+
+
+@pytest.mark.parametrize("extra", ["0.1 * (sum(x)[ phi(x) ])^3", "sum(x)[ phi(x) ]",
+                                   "(sum(x)[ phi(x) ])^2 * sum(x)[ phi(x)^2 * phi(x + e1) ]"])
+def test_symmetry_of_an_odd_function_of_site_sums_is_refused(extra):
+    with pytest.raises(TheoryError, match="does not leave the action invariant"):
+        load(f"theory odd\nlattice 3 x 4\nfield phi : real\nsymmetry phi -> -phi\n"
+             f"action = sum(x)[ phi(x)^2 ] + {extra}\n")
