@@ -10,6 +10,7 @@ CL training data and the generated samples (~0.5 % on Re<x^2>, ~1 % on Im<x^2>).
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -305,3 +306,41 @@ def test_complex_quartic_diffusion(cl_data, flavour):
         hmc = run_hmc(pot, n=400, chains=64, warmup=200, seed=6, progress=False)
         z = torch.complex(hmc.configs[..., 0], hmc.configs[..., 1]).reshape(-1)
         check_quartic_moments(z, "MCMC-EBM")
+
+
+# ------------------------------------------------------------------ figures
+
+def test_effective_action_of_the_gaussian_model_is_quadratic():
+    from theoryc.runtime.diffusion_plots import effective_action
+    theory = double_gaussian_0d()
+    model = build_model(theory, torch.randn(500, 1, dtype=torch.float64),
+                        schedule=theory.schedules["ve"], dtype=torch.float64)
+    phi = np.linspace(-3, 3, 601)
+    for tau in (1e-3, 0.3, 1.0):
+        tt = torch.tensor(tau, dtype=torch.float64)
+        total = float(model.data_var[0]) + float(theory.schedules["ve"].xi(tt))
+        exact = phi**2 / (2 * total)
+        assert np.allclose(effective_action(model, phi, tau), exact, atol=1e-4)
+
+
+def test_curl_vanishes_for_the_energy_model_not_for_the_score_model(tmp_path):
+    from theoryc.runtime.diffusion_plots import curl_of_score, plot_model, score_field
+    theory = quartic_0d()
+    data = torch.complex(torch.randn(300, 1), 0.4 * torch.randn(300, 1))
+    xs = ys = np.linspace(-2, 2, 41)
+    ebm = _random_energy_model(theory, data)
+    sbm = build_model(theory, data, schedule=theory.schedules["ve"], width=16, depth=2,
+                      dtype=torch.float64)
+    torch.nn.init.normal_(sbm.net.out[1].weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    for model, conservative in ((ebm, True), (sbm, False)):
+        curl = np.abs(curl_of_score(model, xs, ys, 0.1))[2:-2, 2:-2]   # central differences inside
+        scale = np.abs(np.gradient(score_field(model, xs, ys, 0.1)[0], xs, axis=1)).max()
+        assert (curl.max() < 1e-2 * scale) == conservative, (curl.max(), scale)
+        path = plot_model(model, str(tmp_path / f"{model.flavour}.png"), n_grid=21)
+        assert (tmp_path / f"{model.flavour}.png").stat().st_size > 1000
+    one = build_model(double_gaussian_0d(), dg_data(100), schedule=theory.schedules["ve"])
+    plot_model(one, str(tmp_path / "one.png"), theory=double_gaussian_0d())
+    lat = phi4_lattice((4, 4))
+    plot_model(build_model(lat, torch.randn(20, 1, 4, 4), schedule=lat.schedules["ve"]),
+               str(tmp_path / "lat.png"))
+    assert (tmp_path / "one.png").exists() and (tmp_path / "lat.png").exists()
