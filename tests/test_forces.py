@@ -152,9 +152,10 @@ UNARY = ("{}", "{}^2", "{}^3", "exp({})", "cosh({})", "sqrt(1 + {}^2)", "log(1 +
 
 
 @st.composite
-def local_theories(draw):
+def local_theories(draw, complex_action=False):
     """The text of a random theory whose action is a sum of local terms (plus, sometimes, a
-    nonlinear function of a site sum): products of functions of fields at random shifts."""
+    nonlinear function of a site sum): products of functions of fields at random shifts. With
+    complex_action, a term with a complex coefficient is added."""
     dim = draw(st.integers(0, 3))
     extents = draw(st.lists(st.integers(2, 4), min_size=dim, max_size=dim))
     fields = draw(st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=2, unique=True))
@@ -179,8 +180,11 @@ def local_theories(draw):
         n = draw(st.integers(1, 3))
         return " * ".join([coefficient()] + [factor(shifts) for _ in range(n)])
 
+    if complex_action:
+        lines.insert(1, f"param zc = {draw(st.sampled_from(('0.4 + 0.3i', '-1i', '2 - 0.5i')))}")
     if not dim:
         terms = [term([""]) for _ in range(draw(st.integers(1, 3)))]
+        terms += [f"zc * {term([''])}"] if complex_action else []
         lines.append("action = " + " + ".join(terms) + " + " + fields[0] + "^2")
         return "\n".join(lines) + "\n"
     fixed = [""] + [f" {sign} e{k}" for k in range(dim) for sign in "+-"]
@@ -194,6 +198,7 @@ def local_theories(draw):
                        f" * {fields[0]}({site} + {mu}) ] ]")
     # keep the action bounded below-ish and never empty: a mass term for every field
     density += [f"0.5 * {f}({site})^2" for f in fields]
+    density += [f"zc * sum({mu})[ {term(with_mu)} * {fields[0]}({site} + {mu}) ]"] if complex_action else []
     action = f"sum({site})[ " + " + ".join(density) + " ]"
     if draw(st.booleans()):
         action += f" + {coefficient()} * (mean({site})[ {factor(fixed)} ])^2"
@@ -203,7 +208,7 @@ def local_theories(draw):
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(local_theories())
 def test_random_local_action_force(text):
@@ -212,6 +217,20 @@ def test_random_local_action_force(text):
     except TheoryError as err:
         pytest.fail(f"a valid theory was refused:\n{text}\n{err.format()}")
     assert_force_correct(theory, random_cfg(theory, seed=len(text)))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(local_theories(complex_action=True))
+def test_random_complex_action_drift_is_holomorphic(text):
+    theory = load(text)
+    assert theory.is_complex
+    g = torch.Generator().manual_seed(len(text))
+    shape = (2, *theory.shape)
+    z = 0.5 * torch.complex(torch.randn(shape, generator=g, dtype=DTYPE), torch.randn(shape, generator=g, dtype=DTYPE))
+    expected = -holomorphic_derivative(theory, z)
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(theory.drift(z), expected, rtol=0, atol=1e-12 * scale)
 
 
 ZERO_D = {
