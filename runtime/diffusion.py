@@ -385,7 +385,8 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
         x = prior_sample(model.schedule, m, mean, var, gen)
         x = integrate_reverse(model.score, x, model.schedule, solver=solver, steps=steps,
                               t_end=t_end, snr=snr, corrector_steps=corrector_steps,
-                              ode_method=ode_method, generator=gen)
+                              ode_method=ode_method, generator=gen,
+                              progress=progress and batch_size >= n)
         out.append(model.from_features(x).cpu())
         bar.update(m)
     bar.close()
@@ -469,6 +470,18 @@ def save_model(model: DiffusionModel, path: str, *, theory=None, theory_name: st
                "schedule_name": model.schedule.name,
                "schedule_table": tabulate_schedule(model.schedule), "history": hist}
     atomic_replace(path, lambda tmp: torch.save(payload, tmp))
+
+
+def model_info(path: str) -> dict:
+    """What a model file says about itself without building the network: kind, theory_name,
+    theory_source, params (dict), settings (dict), schedule_name, history. The CLI reads
+    schedule_name to hand `load_model` the compiled theory's schedule."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    info = {k: payload.get(k) for k in ("kind", "theoryc_version", "theory_name", "theory_source",
+                                        "schedule_name", "history")}
+    info["params"] = json.loads(payload.get("params") or "{}")
+    info["settings"] = json.loads(payload.get("settings") or "{}")
+    return info
 
 
 def load_model(path: str, *, schedule: Schedule | None = None, device=None,
