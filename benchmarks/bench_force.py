@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time the generated force wrapped by torch.compile (slow to compile)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,12 +88,19 @@ def main():
     t_gen = per_call(lambda: theory.force(phi), args.repeats)
     t_hand = per_call(lambda: hand_written_force(phi, kappa, lam), args.repeats)
     t_auto = per_call(lambda: autograd_force(theory, phi), args.repeats)
+    t_fused = None
+    if args.torch_compile:
+        fused = theory.torch_compiled()
+        assert torch.allclose(fused.force(phi), generated, atol=tol)
+        t_fused = per_call(lambda: fused.force(phi), args.repeats)
     cold, cached = compile_times()
     print(f"phi4_2d force, batch {args.batch}, {args.L}x{args.L}, {args.dtype}, {args.device}, "
           f"{torch.get_num_threads()} threads")
     print(f"  generated     {t_gen * 1e6:9.1f} us/call")
     print(f"  hand-written  {t_hand * 1e6:9.1f} us/call")
     print(f"  autograd      {t_auto * 1e6:9.1f} us/call")
+    if t_fused is not None:
+        print(f"  generated + torch.compile {t_fused * 1e6:9.1f} us/call")
     print(f"  generated / hand-written = {t_gen / t_hand:.2f}   (goal <= 1.1)")
     print(f"  autograd / generated     = {t_auto / t_gen:.2f}   (goal >= 3)")
     print(f"theoryc compile phi4_2d: cold {cold:.2f} s (goal < 3), cached {cached:.2f} s (goal < 0.5)")

@@ -109,6 +109,17 @@ class CompiledTheory:
         self.schedules = {n: Schedule(n, *fns) for n, fns in m.SCHEDULES.items()}
         self.symmetries = list(m.SYMMETRIES)
 
+    def torch_compiled(self, **options) -> "CompiledTheory":
+        """The same theory with action, force and observables wrapped by `torch.compile`
+        (fuses the elementwise kernels; pays a compilation on first call per shape)."""
+        import copy
+        import torch
+        other = copy.copy(self)
+        for name in ("action", "force", "observables"):
+            setattr(other, name, torch.compile(getattr(self.module, name), **options))
+        other.drift = lambda z: -other.force(z)
+        return other
+
     @property
     def n_fields(self) -> int:
         return len(self.field_names)
