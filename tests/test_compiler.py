@@ -172,9 +172,13 @@ def test_constant_drift_schedule_has_closed_form():
 
 @lru_cache(maxsize=None)
 def sympy_description(text: str) -> str:
-    """What `--emit sympy` prints (compiled once: SymPy tries to integrate for a few seconds)."""
+    """What `--emit sympy` prints. SymPy tries to integrate for seconds before it gives up, so the
+    code of the same compilation goes into the cache for `load` to find."""
+    from theoryc.compiler import cache
     from theoryc.compiler.pipeline import compile_text
-    return compile_text(text, "hard.theory").ir.describe()
+    compiled = compile_text(text, "hard.theory")
+    cache.store(cache.cache_key(text, {}), compiled.code)
+    return compiled.ir.describe()
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -206,3 +210,48 @@ def test_cached_module_gives_the_same_theory():
     x = torch.tensor([[0.3], [1.2]], dtype=torch.float64)
     torch.testing.assert_close(first.action(x), again.action(x))
     torch.testing.assert_close(first.action(x), (x**2 / 2 + 2 * x**4 / 24)[:, 0])
+
+
+# ---- expressions ------------------------------------------------------------------------------
+EXPRESSIONS = """
+theory expressions
+field z : real
+param a = 2^3^2
+param b = -2^2
+param c = 2^-1
+param d = 1e-3
+param e = .5
+param f = 2.5i
+param g = 1e-1i
+param h = pi/2
+param k = sqrt(-4)
+param m = 7/2
+param n = 8/2
+param q = (1 + 1i)^2 - a
+action = z^2 / 2 + f * z
+observable r = re(z^2)
+observable i = im(z^2)
+observable cz = conj(z)
+observable az = abs(z)
+"""
+
+
+def test_constant_expressions_follow_the_documented_rules():
+    """^ is right-associative and binds tighter than unary minus; integers stay integers when
+    they divide; imaginary literals and pi; sqrt of a negative number is imaginary."""
+    theory = load(EXPRESSIONS)
+    expected = {"a": 512, "b": -4, "c": 0.5, "d": 1e-3, "e": 0.5, "f": 2.5j, "g": 0.1j,
+                "h": math.pi / 2, "k": 2j, "m": 3.5, "n": 4, "q": 2j - 512}
+    assert theory.params == pytest.approx(expected)
+    assert isinstance(theory.params["n"], int) and theory.is_complex
+
+
+def test_re_im_conj_abs_on_complex_configurations():
+    theory = load(EXPRESSIONS)
+    z = torch.tensor([[1 + 2j], [-0.5 + 0.25j]], dtype=torch.complex128)
+    obs = theory.observables(z)
+    torch.testing.assert_close(obs["r"], (z**2).real[:, 0])
+    torch.testing.assert_close(obs["i"], (z**2).imag[:, 0])
+    torch.testing.assert_close(obs["cz"], z.conj()[:, 0])
+    torch.testing.assert_close(obs["az"], z.abs()[:, 0])
+    torch.testing.assert_close(theory.drift(z), -(z + 2.5j))
