@@ -43,6 +43,16 @@ class Namer:
             self.names[sym] = ident
         return self.names[sym]
 
+    def function(self, wanted: str) -> str:
+        """A module-level function name that no parameter, variable or other function has: an
+        estimate called 'inputs' must not replace estimate_inputs, a parameter called
+        'estimate_chi' must not be replaced by a function."""
+        ident = wanted
+        while ident in self.taken:
+            ident += "_"
+        self.taken.add(ident)
+        return ident
+
     def fresh(self, prefix: str):
         i = 0
         while True:
@@ -292,7 +302,7 @@ class ModuleWriter:
         table = []
         for name, expr in self.ir.estimates:
             used = [(key, sym) for key, sym, _ in self.ir.averages if sym in expr.free_symbols]
-            fn = f"estimate_{name}"
+            fn = self.namer.function(f"estimate_{name}")
             args = [f"{self.namer.name(sym, sym.name)} = a[{i}]  # {key}" for i, (key, sym) in enumerate(used)]
             lines, (result,) = self.cse_lines([expr], self.namer.fresh("tmp"))
             out.append(self.function(f"{fn}(a)", f"{name} from the averages {', '.join(k for k, _ in used)}.",
@@ -310,8 +320,9 @@ class ModuleWriter:
             lines, results = self.cse_lines(list(s.images), self.namer.fresh("tmp"))
             parts = [f"fill({self.code(r)}, cfg[:, 0])" for r in results]
             body += lines + [f"return torch.stack([{', '.join(parts)}], 1)"]
-            out.append(self.function(f"symmetry_{i}(cfg)", f"The global symmetry {s.text}.", body))
-            names.append(f"symmetry_{i}")
+            fn = self.namer.function(f"symmetry_{i}")
+            out.append(self.function(f"{fn}(cfg)", f"The global symmetry {s.text}.", body))
+            names.append(fn)
         out.append(f"SYMMETRIES = ({''.join(n + ', ' for n in names)})")
         return "\n\n\n".join(out)
 
@@ -323,13 +334,14 @@ class ModuleWriter:
             for part, expr in (("k", k.k), ("g", k.g), ("f", k.f), ("xi", k.xi)):
                 if expr is None:
                     continue
-                out.append(self.function(f"{prefix}_{part}(t)", f"{part}(t) of schedule {k.name}.",
+                fns[part] = self.namer.function(f"{prefix}_{part}")
+                out.append(self.function(f"{fns[part]}(t)", f"{part}(t) of schedule {k.name}.",
                                          [f"t = torch.as_tensor(t)",
                                           f"return {self.code(self.fold(expr))} + torch.zeros_like(t)"]))
-                fns[part] = f"{prefix}_{part}"
             if k.f is None:
-                out.append(f"_{prefix}_table = Tabulated({prefix}_k, {prefix}_g)")
-                fns["f"], fns["xi"] = f"_{prefix}_table.f", f"_{prefix}_table.xi"
+                table_name = self.namer.function(f"_{prefix}_table")
+                out.append(f"{table_name} = Tabulated({fns['k']}, {fns['g']})")
+                fns["f"], fns["xi"] = f"{table_name}.f", f"{table_name}.xi"
             table.append(f"    {k.name!r}: ({fns['k']}, {fns['g']}, {fns['f']}, {fns['xi']}),")
         out.append("SCHEDULES = {\n" + "\n".join(table) + "\n}" if table else "SCHEDULES = {}")
         return "\n\n\n".join(out)
