@@ -125,7 +125,8 @@ class Lowerer:
                 self.averages[n.key] = (Internal(f"avg{len(self.averages)}"), n.expr)
             return self.averages[n.key][0]
         if isinstance(n, C.Var):
-            return self.variables.setdefault(n.name, sp.Symbol(n.name, real=True))
+            # Internal: the schedule's t and x are never the parameter of the same name.
+            return self.variables.setdefault(n.name, Internal(n.name, real=True))
         raise AssertionError(n)
 
     def field_at(self, n: C.FieldAt, env: dict) -> sp.Expr:

@@ -17,9 +17,10 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
-from .lower import Lowerer, to_sympy
+from .lower import Internal, Lowerer, to_sympy
 
-T, S = sp.Symbol("t", real=True), sp.Symbol("s", real=True)
+# Internal symbols: a parameter called t or s is a different symbol (lower.Internal).
+T, S = Internal("t", real=True), Internal("s", real=True)
 INTEGRATION_SECONDS = 4
 
 
@@ -39,7 +40,7 @@ def derive_schedule(decl: C.ScheduleDecl, lowerer: Lowerer, values: dict) -> Ker
                for v in [values.get(name, decl.params.get(name))] if v is not None}
     drift = number_only(drift, decl, numbers, decl.drift_span)
     g = number_only(g, decl, numbers, decl.diffusion_span)
-    x = lowerer.variables.get("x", sp.Symbol("x", real=True))
+    x = lowerer.variables.get("x", Internal("x", real=True))
     t = lowerer.variables.get("t", T)
     drift, g = drift.xreplace({t: T}), g.xreplace({t: T})
     if not is_zero(sp.diff(drift, x, 2)):
