@@ -255,3 +255,44 @@ def test_re_im_conj_abs_on_complex_configurations():
     torch.testing.assert_close(obs["cz"], z.conj()[:, 0])
     torch.testing.assert_close(obs["az"], z.abs()[:, 0])
     torch.testing.assert_close(theory.drift(z), -(z + 2.5j))
+
+
+CLASHING_NAMES = """
+theory clashing
+lattice 4
+field phi : real
+param t = 0.5
+param s = 2
+param estimate_chi = 3
+param symmetry_0 = 1
+param schedule_ve_k = 1
+symmetry phi -> -phi
+action = sum(x)[ t * s * estimate_chi * symmetry_0 * schedule_ve_k * phi(x)^2 ]
+observable M = mean(x)[ phi(x) ]
+estimate inputs = <M^2>
+estimate chi = estimate_chi * <M^2>
+schedule ve {
+    param sigma = 3
+    drift     = -x * s
+    diffusion = sigma^t
+}
+"""
+
+
+def test_user_names_never_clash_with_generated_ones():
+    """Parameters called t and s (the schedule's time and integration variable), an estimate
+    called 'inputs' (estimate_inputs is a generated function) and parameters named like
+    generated functions all keep their meaning."""
+    theory = load(CLASHING_NAMES)
+    cfg = torch.full((1, 1, 4), 0.5, dtype=torch.float64)
+    assert float(theory.action(cfg)) == pytest.approx(0.5 * 2 * 3 * 4 * 0.25)
+    inputs = theory.estimate_inputs(theory.observables(cfg))
+    assert list(inputs) == ["<M^2>"]
+    assert float(theory.estimates["inputs"].fn([torch.tensor(0.2)])) == pytest.approx(0.2)
+    assert float(theory.estimates["chi"].fn([torch.tensor(0.2)])) == pytest.approx(0.6)
+    schedule = theory.schedules["ve"]
+    torch.testing.assert_close(schedule.g(T), 3.0**T, rtol=1e-14, atol=0)
+    torch.testing.assert_close(schedule.f(T), torch.exp(-2 * T), rtol=1e-14, atol=0)
+    xi = torch.exp(-4 * T) * (torch.exp((4 + math.log(9)) * T) - 1) / (4 + math.log(9))
+    torch.testing.assert_close(schedule.xi(T), xi, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(theory.symmetries[0](cfg), -cfg)
