@@ -132,6 +132,7 @@ class CheckedTheory:
     symmetries: tuple[SymmetryDecl, ...]
     schedules: tuple[ScheduleDecl, ...]
     source: str = field(default="", compare=False)
+    spans: dict = field(default_factory=dict, compare=False)   # 'observable M' -> Span of its expression
     filename: str = field(default="<theory>", compare=False)
 
     @property

@@ -101,6 +101,19 @@ def apply_number(func: str, v):
     return getattr(math if real else cmath, func)(v)
 
 
+def finite(v, name: str, span):
+    """Parameters are finite numbers of double precision: 1e400 or 10^400 would reach the generated
+    code as inf or as an integer torch cannot hold."""
+    try:
+        ok = cmath.isfinite(complex(v))
+    except OverflowError:
+        ok = False
+    if not ok:
+        fail(span, f"the value of parameter '{name}' is not a finite number of double precision",
+             "parameters must lie within about 1e308 in magnitude.")
+    return v
+
+
 def simplify_number(v):
     """Complex values with no imaginary part become real: `--set sigma0=2` makes a real action."""
     if isinstance(v, complex) and v.imag == 0:
@@ -190,7 +203,9 @@ class Checker:
             action=self.expr(action.expr, Scope("action")), action_span=action.expr.span,
             observables=self.observables(observables), estimates=self.estimates(estimates, observables),
             symmetries=tuple(self.symmetry(s) for s in symmetries), schedules=tuple(sched),
-            source=self.source)
+            source=self.source,
+            spans={**{f"observable {o.name.id}": o.expr.span for o in observables},
+                   **{f"estimate {e.name.id}": e.expr.span for e in estimates}})
 
     # -- declarations --
     def declare(self, name: ast.Name, what: str):
@@ -223,10 +238,11 @@ class Checker:
             if k in self.overrides:
                 self.used_overrides.add(k)
                 try:
-                    return simplify_number(evaluate(self.overrides[k], values))
+                    return finite(simplify_number(evaluate(self.overrides[k], values)), name.id,
+                                  name.span)
                 except TheoryError as err:
                     raise TheoryError(None, f"--set {k}: {err.message}", err.hint, kind="Error") from None
-        return simplify_number(evaluate(expr, values))
+        return finite(simplify_number(evaluate(expr, values)), name.id, expr.span)
 
     def check_overrides_used(self):
         known = list(self.params) + [k for k in self.used_overrides]
