@@ -62,6 +62,7 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     symbols = Symbols(tuple(f.name for f in theory.fields), theory.dim, real_fields)
     lowerer = Lowerer(theory, symbols)
     action = lowerer.lower(theory.action)
+    check_defined(action, theory.action_span, "the action")
     is_complex = uses_imaginary(action, symbols, values)
     if is_complex:
         holomorphy_check(theory.action, theory.action_span, "action")
@@ -69,16 +70,26 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     observables = []
     for name, node in theory.observables:
         low = lowerer.lower(node)
+        check_defined(low, theory.spans.get(f"observable {name}"), f"observable '{name}'")
         sym = sp.Symbol(name)
         lowerer.observables[name] = sym
         observables.append((name, sym, low))
     estimates = [(name, lowerer.lower(node).expr) for name, node in theory.estimates]
+    for name, expr in estimates:
+        check_defined(Lowered(expr, []), theory.spans.get(f"estimate {name}"), f"estimate '{name}'")
     averages = [(key, sym, lowerer.lower(node)) for key, (sym, node) in lowerer.averages.items()]
     kinds = tuple(f.kind for f in theory.fields)
     symmetries = [prove_symmetry(d, action, lowerer, symbols, kinds, values) for d in theory.symmetries]
     schedules = [derive_schedule(d, lowerer, values) for d in theory.schedules]
     return TheoryIR(theory, symbols, is_complex, action, force, observables, averages, estimates,
                     symmetries, schedules)
+
+
+def check_defined(low: Lowered, span, what: str):
+    """SymPy turns 1/0 and log(0) into zoo or nan, which generated code cannot even name."""
+    if any(e.has(sp.zoo, sp.oo, sp.nan) for e in [low.expr] + [r.density for r in low.reductions]):
+        raise TheoryError(span, f"{what} is infinite or undefined everywhere",
+                          "it divides by zero or takes log(0) (after simplification); rewrite it.")
 
 
 def action_is_complex(theory: C.CheckedTheory) -> bool:
