@@ -7,6 +7,7 @@ quadrature); otherwise the generated code tabulates them numerically at import t
 """
 from __future__ import annotations
 
+import cmath
 import math
 import signal
 from contextlib import contextmanager
@@ -53,8 +54,24 @@ def derive_schedule(decl: C.ScheduleDecl, lowerer: Lowerer, values: dict) -> Ker
                           "the perturbation kernel needs drift = -k(t) * x / 2 (or 0): "
                           "remove the term that does not multiply x.")
     k = sp.expand(-2 * sp.diff(drift, x))
+    finite_on_unit_interval(k, decl, decl.drift_span, "drift")
+    finite_on_unit_interval(g, decl, decl.diffusion_span, "diffusion")
     f, xi = kernel(k, g)
     return Kernels(decl.name, k, g, f, xi)
+
+
+def finite_on_unit_interval(expr: sp.Expr, decl, span, what: str):
+    """k(t) and g(t) must be finite on [0, 1]: a singular schedule (drift -x/t, diffusion 1/t)
+    has no perturbation kernel, and tabulating it would give inf and nan silently."""
+    for tv in np.linspace(0.0, 1.0, 21):
+        try:
+            value = complex(expr.subs(T, sp.Float(tv)).evalf())
+            ok = cmath.isfinite(value)
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            ok = False
+        if not ok:
+            raise TheoryError(span, f"the {what} of schedule '{decl.name}' is not finite at t = {tv:g}",
+                              "a schedule needs k(t) and g(t) finite on all of [0, 1].")
 
 
 def short_text(expr: sp.Expr) -> str:
