@@ -422,7 +422,9 @@ class Checker:
         for i, f in enumerate(self.fields):
             if f.name == name.id:
                 return i
-        fail(name.span, f"unknown field '{name.id}'", did_you_mean(name.id, [f.name for f in self.fields]))
+        fields = [f.name for f in self.fields]
+        fail(name.span, f"unknown field '{name.id}'",
+             did_you_mean(name.id, fields) or f"the fields are: {', '.join(fields) or 'none yet'}.")
 
     def average(self, e: ast.Average, scope: Scope) -> C.Node:
         if scope.where != "estimate":
@@ -522,7 +524,8 @@ class Checker:
             else:
                 fail(term.span, "a shift is an integer times a direction", "write e.g. x + 2*mu.")
             if not coef.text.isdigit():
-                fail(coef.span, f"a shift must be an integer multiple of a direction, not {coef.text}")
+                fail(coef.span, f"a shift must be an integer multiple of a direction, not {coef.text}",
+                     "sites are whole steps apart: write e.g. x + 2*mu or x - e0.")
             coef = int(coef.text)
         if not isinstance(base, ast.Name):
             fail(term.span, "a site may only be shifted by directions",

@@ -1,6 +1,7 @@
 """Parse .theory text into the syntax tree of ast.py, with errors that point at the place."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -280,12 +281,48 @@ def describe_syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
         hint = expected_hint(expected, tok)
         if tok.type in ("_NL", "$END") and "'='" not in expected:
             hint = "the statement ends too early: something is missing here."
+        hint = juxtaposition_hint(text, line, col, tok) or hint
+        if tok.type == "$END":
+            brace = unclosed_brace(text)
+            if brace:
+                return brace
         return TheoryError(span, f"unexpected {got}", hint, kind="Syntax error")
     if isinstance(err, UnexpectedEOF):
         line, col = end_position(text)
         return TheoryError(Span.point(line, col), "unexpected end of file",
                            "the last statement is incomplete.", kind="Syntax error")
     return TheoryError(Span.point(line, col), str(err).splitlines()[0], kind="Syntax error")
+
+
+def juxtaposition_hint(text: str, line: int, col: int, tok) -> str:
+    """Hints for the usual slips: 2x, x**2, sum(x) phi(x) without brackets."""
+    lines = text.splitlines()
+    before = lines[line - 1][:col - 1].rstrip() if 0 < line <= len(lines) else ""
+    if tok.type == "STAR" and before.endswith("*"):
+        return "powers are written with ^: x^2."
+    if tok.type not in ("NAME", "X", "NUMBER", "IMAG", "LPAR"):
+        return ""
+    reduction = re.search(r"\b(sum|mean)\s*\(\s*(\w+)\s*\)$", before)
+    if reduction:
+        return f"a reduction takes its body in square brackets: {reduction[1]}({reduction[2]})[ ... ]."
+    if before[-1:].isalnum() or before.endswith((")", "]")):
+        return "two values stand side by side: write * to multiply, e.g. 2*x."
+    return ""
+
+
+def unclosed_brace(text: str) -> TheoryError | None:
+    """A schedule's '{' still open at the end of the file."""
+    depth, last = 0, None
+    for number, content in enumerate(text.splitlines(), start=1):
+        for column, ch in enumerate(content.split("#")[0], start=1):
+            if ch == "{":
+                depth, last = depth + 1, (number, column)
+            elif ch == "}":
+                depth -= 1
+    if depth > 0 and last:
+        return TheoryError(Span.point(*last), "'{' is never closed",
+                           "end the schedule with '}' on a line of its own.", kind="Syntax error")
+    return None
 
 
 def expected_hint(expected: list[str], tok) -> str:
