@@ -14,8 +14,8 @@ Why these choices:
 Supported: lattices of dimension 1, 2, 3 (convolutions) with any number of real fields (fields are
 channels, every field shares the site mask), and 0-d theories with >= 2 variables (an MLP coupling
 on alternating variable masks). A 0-d theory with a single variable has nothing to condition on: it
-gets one learned monotone map of the real line instead (`MonotoneElementwise`, with `hidden` tanh
-components), which reaches multimodal targets such as the double Gaussian.
+gets n_layers // 4 learned monotone maps of the real line instead (`MonotoneElementwise`, with
+`hidden` tanh components each), which reach multimodal targets such as the double Gaussian.
 """
 from __future__ import annotations
 
@@ -100,29 +100,31 @@ class AffineCoupling(nn.Module):
 
 
 class MonotoneElementwise(nn.Module):
-    """x = a z + sum_k b_k tanh(c_k z + d_k) + shift, elementwise, with a, b_k, c_k > 0.
+    """x = a z + sum_k b_k tanh(c_k z + d_k) + shift, elementwise, with a, c_k > 0.
 
     For a 0-d theory with one variable a coupling has nothing to condition on, so the flow is this
     strictly increasing map of the real line (a 1-d bijection: multimodal targets such as the
     double Gaussian are reachable). The inverse is found by bisection on the bracket
-    |x - a z - shift| <= sum b, then one Newton step that carries the implicit-function gradient
-    dz/dtheta = -(df/dtheta) / f'(z) for forward-KL training. Starts near the identity (b ~ 1e-2).
+    |x - a z - shift| <= sum |b|, then one Newton step that carries the implicit-function gradient
+    dz/dtheta = -(df/dtheta) / f'(z) for forward-KL training. Monotone by construction:
+    b_k c_k = a (exp(beta_k) - 1) / K > -a / K, so dx/dz > a (1 - sum_k sech^2 / K) > 0, while a
+    component may stretch without bound; beta = 0 at the start makes it exactly the identity.
     """
 
     def __init__(self, n: int, components: int = 8):
         super().__init__()
         self.log_a = nn.Parameter(torch.zeros(n))
         self.shift = nn.Parameter(torch.zeros(n))
-        self.log_b = nn.Parameter(torch.full((n, components), -5.0))
+        self.beta = nn.Parameter(torch.zeros(n, components))
         self.log_c = nn.Parameter(torch.zeros(n, components))
         self.d = nn.Parameter(torch.linspace(-2.0, 2.0, components).repeat(n, 1))
 
     def _map(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(x, dx/dz) elementwise."""
-        b, c = self.log_b.exp(), self.log_c.exp()
+        a, c = self.log_a.exp(), self.log_c.exp()
+        bc = a[..., None] * torch.expm1(self.beta) / self.beta.shape[-1]    # b_k c_k
         th = torch.tanh(c * z[..., None] + self.d)
-        a = self.log_a.exp()
-        return a * z + (b * th).sum(-1) + self.shift, a + (b * c * (1 - th**2)).sum(-1)
+        return a * z + (bc / c * th).sum(-1) + self.shift, a + (bc * (1 - th**2)).sum(-1)
 
     def forward(self, z):
         x, slope = self._map(z)
@@ -130,7 +132,9 @@ class MonotoneElementwise(nn.Module):
 
     def inverse(self, x):
         with torch.no_grad():
-            a, reach = self.log_a.exp(), self.log_b.exp().sum(-1)
+            a = self.log_a.exp()
+            reach = (a[..., None] * torch.expm1(self.beta).abs() / self.beta.shape[-1]
+                     / self.log_c.exp()).sum(-1)
             lo, hi = (x - self.shift - reach) / a, (x - self.shift + reach) / a
             for _ in range(60 if x.dtype == torch.float32 else 110):
                 mid = 0.5 * (lo + hi)
@@ -207,7 +211,8 @@ def build_flow(shape: tuple[int, ...], *, n_layers: int = 16, hidden: int = 16, 
     dtype = dtype or torch.get_default_dtype()
     layers: list[nn.Module] = []
     if len(lattice) == 0 and n_fields == 1:
-        layers = [MonotoneElementwise(1, components=hidden)]
+        # Few maps suffice in 1-d; many composed maps made reverse KL drop a mode (double Gaussian).
+        layers = [MonotoneElementwise(1, components=hidden) for _ in range(max(1, n_layers // 4))]
     elif len(lattice) == 0:
         for i in range(n_layers):
             mask = variable_mask(n_fields, i % 2, dtype=dtype)

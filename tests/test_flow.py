@@ -188,16 +188,17 @@ def test_phi4_tutorial_point_l8():
 
     import fakes_flow
     theory = fakes_flow.phi4_mass_form(L=8, m2=-4.0, lam=8.0)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model = train_flow(theory, steps=3000, batch_size=64, lr=1e-3, seed=1, n_layers=16, hidden=8,
                        progress=False)
     minutes = (time.perf_counter() - start) / 60
+    cpu_minutes = (time.process_time() - cpu_start) / 60   # robust to a shared, busy machine
     run = sample_flow(theory, model, 20000, seed=2, progress=False)
     magnetisation = run.configs[0, :, 0].flatten(1).mean(1).double().numpy()
     chi2, error = fakes_flow.chi2_two_point(magnetisation, 64)
-    print(f"trained {minutes:.1f} min, acceptance {run.summary['acceptance']:.3f}, "
+    print(f"trained {minutes:.1f} min ({cpu_minutes:.1f} cpu min), acceptance {run.summary['acceptance']:.3f}, "
           f"ess {run.summary['ess']:.3f}, chi2 {chi2:.4f}({error:.4f})")
-    assert minutes < 15
+    assert cpu_minutes < 15
     assert run.summary["acceptance"] >= 0.2
     assert abs(chi2 - 0.75) < 3 * math.hypot(error, 0.01)
     # and with an independent HMC (8 chains; error from the spread of the per-chain values)
