@@ -58,7 +58,9 @@ def drift_tail_exponent(u: np.ndarray, tail_fraction: float = DEFAULT_TAIL_FRACT
     k = int(min(max(min_tail, tail_fraction * u.size), u.size - 1))
     threshold = u[k]
     xi = float(np.mean(np.log(u[:k] / threshold)))
-    a = 1.0 / xi if xi > 0 else math.inf
+    if xi <= 0:   # all tail values equal: no measurable decay law
+        return {"exponent": None, "error": None, "n_tail": k, "threshold": float(threshold)}
+    a = 1.0 / xi
     return {"exponent": a + 1.0, "error": a / math.sqrt(k), "n_tail": k,
             "threshold": float(threshold)}
 

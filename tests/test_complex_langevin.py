@@ -231,3 +231,29 @@ def test_float32_and_equal_time_spacing():
     np.testing.assert_allclose(t, np.broadcast_to((100 + 20 * np.arange(1, 11)) * 0.01, t.shape),
                                rtol=1e-12)
     assert (run.stats["dt_min"] <= 0.01).all() and run.summary["intervals_with_adapted_steps"] > 0
+
+
+def test_lattice_complex_gaussian_with_the_autograd_fake():
+    """CL on a 4x4 lattice with a complex mass, S = sum_x m2/2 phi^2 + 1/2 sum_mu (dphi)^2, drift
+    from autograd (tests/fakes.py): <phi^2> = (1/V) sum_p 1/(m2 + sum_mu 4 sin^2(p_mu/2))."""
+    from fakes import FakeTheory
+    m2, L = 0.5 + 1.0j, 4
+
+    def action(phi):
+        f = phi[:, 0]
+        grad2 = sum((f.roll(-1, d) - f) ** 2 for d in (1, 2))
+        return (m2 / 2 * f**2 + grad2 / 2).flatten(1).sum(1)
+
+    theory = FakeTheory(name="complex_gaussian_lattice", action_fn=action, lattice=(L, L),
+                        is_complex=True, observable_fns={"phi2": lambda p: (p[:, 0] ** 2).flatten(1).mean(1)},
+                        symmetries=[lambda p: -p])
+    run = run_langevin(theory, n=20, chains=256, warmup=300, every=25, step=0.02, seed=12,
+                       progress=False)
+    assert run.configs.shape == (256, 20, 1, L, L) and run.configs.is_complex()
+    phi2 = theory.observables(run.configs.reshape(-1, 1, L, L))["phi2"].reshape(256, 20).numpy()
+    p = 2 * np.pi * np.arange(L) / L
+    s2 = 4 * np.sin(p / 2) ** 2
+    exact = np.mean(1 / (m2 + s2[:, None] + s2[None, :]))
+    m, e = chain_mean_error(phi2)
+    assert_close(m, e, exact, 4, "lattice <phi^2>")
+    assert run.summary["diagnostics"]["trustworthy"], run.summary["diagnostics"]["warnings"]
