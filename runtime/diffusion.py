@@ -358,12 +358,16 @@ def _load_training_checkpoint(path, net, ema, opt, gen, model) -> dict:
 def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps: int = 500,
                      seed: int = 0, device=None, batch_size: int | None = None,
                      progress: bool = True, t_end: float | None = None, snr: float = 0.16,
-                     corrector_steps: int = 1, ode_method: str = "heun") -> SamplerRun:
+                     corrector_steps: int = 1, ode_method: str = "heun",
+                     rho: float = 2.0) -> SamplerRun:
     """Generate n independent configurations by integrating from the prior at t = 1 to t_end.
 
     solver: "em" (reverse SDE, Euler-Maruyama), "pc" (EM predictor + Langevin corrector with
     signal-to-noise `snr`), "ode" (probability-flow ODE, `ode_method` "heun" or "rk4").
-    t_end defaults to the training eps. Complex models return complex configurations.
+    t_end defaults to the training eps. rho: time-grid spacing (sde.time_grid); the default 2
+    puts more steps at small t than Song's uniform grid (rho = 1), which matters for data with
+    sharp features (the complex quartic's CL data: Im<x^2> off by 1.5% at 300 uniform EM steps,
+    0.5% with rho = 2). Complex models return complex configurations.
     Returns a SamplerRun (chains = 1, kind "independent") with configs on the cpu.
     """
     if solver not in SOLVERS:
@@ -385,7 +389,7 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
         x = prior_sample(model.schedule, m, mean, var, gen)
         x = integrate_reverse(model.score, x, model.schedule, solver=solver, steps=steps,
                               t_end=t_end, snr=snr, corrector_steps=corrector_steps,
-                              ode_method=ode_method, generator=gen,
+                              ode_method=ode_method, rho=rho, generator=gen,
                               progress=progress and batch_size >= n)
         out.append(model.from_features(x).cpu())
         bar.update(m)
@@ -395,7 +399,7 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
     finite = torch.isfinite(torch.view_as_real(configs) if configs.is_complex() else configs)
     n_bad = int((~finite.flatten(2).all(2)).sum())
     settings = {"sampler": "diffusion", "solver": solver, "steps": steps, "t_end": t_end,
-                "snr": snr, "corrector_steps": corrector_steps, "ode_method": ode_method,
+                "snr": snr, "corrector_steps": corrector_steps, "ode_method": ode_method, "rho": rho,
                 "seed": seed, "flavour": model.flavour, "schedule": model.schedule.name}
     summary = {"samples_per_second": n / max(elapsed, 1e-9), "seconds": elapsed,
                "non_finite": n_bad}

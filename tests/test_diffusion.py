@@ -4,8 +4,8 @@ complex quartic model learnt from complex Langevin data, MCMC on the learnt ener
 
 Physics tolerances: the double-Gaussian ones are the seed's targets (VE 1/2/4/6 %, VP 2/4/6/10 % for
 kappa2/4/6/8), each at least 5x the statistical error of 2e5 samples (0.17, 0.35, 0.6, 0.8 %);
-the complex-quartic ones are 3 % of the exact moments, >= 3x the combined statistical error of the
-CL training data and the generated samples (~0.5 % on Re<x^2>, ~1 % on Im<x^2>).
+the complex-quartic ones are 3 % of the exact moments (the brief's target; the seed's SBM/EBM
+reach 0.5-1 %), with the generated samples' own statistical error checked to stay below 1 %.
 """
 import json
 import math
@@ -277,13 +277,19 @@ def cl_data():
 
 
 def check_quartic_moments(z, label):
+    """Re and Im of <x^2>, <x^4> within 3% of exact; the samples' own error is printed and must
+    leave room (< 1% of the value) for the model's and the training data's errors."""
     ref = EXACT["complex_quartic"]["moments"]
-    z = torch.cat([z, -z]).to(torch.complex128)
+    z = z.to(torch.complex128)
     for name, power in (("mu2", 2), ("mu4", 4)):
-        got = (z**power).mean()
+        values = z**power
+        got = values.mean()
+        err = complex(values.real.std() / math.sqrt(len(z)), values.imag.std() / math.sqrt(len(z)))
         ex = complex(*ref[name])
-        print(f"{label} <x^{power}> = {got.real:.4f} {got.imag:+.4f}i (exact {ex:.4f})")
+        print(f"{label} <x^{power}> = {got.real:.4f}({err.real:.4f}) {got.imag:+.4f}({err.imag:.4f})i"
+              f"  exact {ex.real:.4f} {ex.imag:+.4f}i")
         assert abs(got.real / ex.real - 1) < 0.03 and abs(got.imag / ex.imag - 1) < 0.03
+        assert err.real < 0.01 * abs(ex.real) and err.imag < 0.01 * abs(ex.imag)
 
 
 @pytest.mark.slow
@@ -297,7 +303,7 @@ def test_complex_quartic_diffusion(cl_data, flavour):
     theory = quartic_0d()
     model = train_diffusion(theory, cl_data, schedule=theory.schedules["ve"], flavour=flavour,
                             steps=3000, batch_size=512, progress=False)
-    run = sample_diffusion(model, 50_000, solver="em", steps=300, seed=4, batch_size=2048,
+    run = sample_diffusion(model, 100_000, solver="em", steps=300, seed=4, batch_size=2048,
                            progress=False)
     check_quartic_moments(run.configs.reshape(-1), "SBM" if flavour == "score" else "EBM")
     if flavour == "energy":                             # MCMC-EBM: HMC on the learnt energy
