@@ -296,3 +296,25 @@ def test_user_names_never_clash_with_generated_ones():
     xi = torch.exp(-4 * T) * (torch.exp((4 + math.log(9)) * T) - 1) / (4 + math.log(9))
     torch.testing.assert_close(schedule.xi(T), xi, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(theory.symmetries[0](cfg), -cfg)
+
+
+# ---- devices ----------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["phi4_2d", "complex_quartic", "double_gaussian"])
+def test_generated_code_runs_on_cuda_as_on_cpu(name):
+    """Nothing in generated code may pin the cpu: results on cuda equal those on cpu."""
+    theory = theoryc.load(name, **({"L": 6} if name == "phi4_2d" else {}))
+    g = torch.Generator().manual_seed(0)
+    cfg = torch.randn((3, *theory.shape), generator=g, dtype=torch.float64)
+    if theory.is_complex:
+        cfg = torch.complex(cfg, torch.randn(cfg.shape, generator=g, dtype=torch.float64))
+    for fn in (theory.action, theory.force, theory.drift):
+        on_gpu = fn(cfg.cuda())
+        assert on_gpu.is_cuda
+        torch.testing.assert_close(on_gpu.cpu(), fn(cfg), rtol=1e-12, atol=1e-12)
+    for key, value in theory.observables(cfg.cuda()).items():
+        torch.testing.assert_close(value.cpu(), theory.observables(cfg)[key], rtol=1e-12, atol=1e-12)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    for schedule in theory.schedules.values():
+        for part in (schedule.k, schedule.g, schedule.f, schedule.xi):
+            torch.testing.assert_close(part(t.cuda()).cpu(), part(t), rtol=1e-12, atol=1e-12)
