@@ -209,3 +209,12 @@ def test_phi4_tutorial_point_l8():
     hmc_chi2, hmc_error = np.mean(per_chain), np.std(per_chain, ddof=1) / math.sqrt(8)
     print(f"HMC chi2 {hmc_chi2:.4f}({hmc_error:.4f})")
     assert abs(chi2 - hmc_chi2) < 3 * math.hypot(error, hmc_error)
+
+
+def test_nan_guard_skips_then_stops():
+    """A non-finite action never reaches the weights; persistent trouble raises."""
+    theory = fakes.FakeTheory(name="bad", action_fn=lambda p: p.sum(1) * float("nan"),
+                              field_names=("a", "b"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train_flow(theory, steps=10, batch_size=4, n_layers=2, hidden=4, max_bad_steps=3,
+                   progress=False)
