@@ -228,7 +228,8 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
                     seed: int = 0, device=None, dtype=torch.float32,
                     checkpoint: str | None = None, checkpoint_every: int = 500,
                     resume: bool = False, progress: bool = True,
-                    log_every: int = 50, stop_after: int | None = None) -> DiffusionModel:
+                    log_every: int = 50, stop_after: int | None = None,
+                    t_power: float = 1.0) -> DiffusionModel:
     """Train a score- or energy-based diffusion model on `data` by denoising score matching.
 
     theory_like: anything with `shape`, `is_complex`, `symmetries` (and for the model file `name`,
@@ -239,6 +240,9 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     `checkpoint_every` steps and at the end; `resume=True` continues it bit for bit.
     stop_after: end this call after that many steps (checkpointed), e.g. to train in time-limited
     chunks; a later call with `resume=True` and the same arguments carries on.
+    t_power: times are t = eps + (1 - eps) u^t_power with stratified u ~ U[0, 1]; 1 is the seed's
+    t ~ U[eps, 1], > 1 spends more of the training on small t (an extra weight in the loss's t
+    integral), which sharpens the t -> 0 energy that MCMC-EBM samples.
     """
     device = torch.device(device or "cpu")
     config_shape = _config_shape(theory_like, data)
@@ -251,7 +255,8 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     model.settings["training"] = {"steps": steps, "batch_size": batch_size, "lr": lr,
                                   "warmup": warmup, "lr_final_fraction": lr_final_fraction,
                                   "ema_decay": ema_decay, "grad_clip": grad_clip,
-                                  "augment": augment, "seed": seed, "n_data": int(data.shape[0])}
+                                  "augment": augment, "seed": seed, "n_data": int(data.shape[0]),
+                                  "t_power": t_power}
     symmetries = list(getattr(theory_like, "symmetries", [])) if augment else []
     net, ema = model.net, copy.deepcopy(model.net)
     for p in ema.parameters():
@@ -268,7 +273,7 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     start = state["step"]
     end = steps if stop_after is None else min(steps, start + stop_after)
     while state["step"] < end:
-        _train_step(model, net, ema, opt, gen, data, symmetries, state, steps=steps,
+        _train_step(model, net, ema, opt, gen, data, symmetries, state, steps=steps, t_power=t_power,
                     batch_size=batch_size, lr=lr, warmup=warmup, final=lr_final_fraction,
                     ema_decay=ema_decay, grad_clip=grad_clip, log_every=log_every, bar=bar)
         if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
@@ -285,7 +290,7 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     return model
 
 
-def _train_step(model, net, ema, opt, gen, data, symmetries, state, *, steps, batch_size, lr,
+def _train_step(model, net, ema, opt, gen, data, symmetries, state, *, steps, t_power, batch_size, lr,
                 warmup, final, ema_decay, grad_clip, log_every, bar):
     step = state["step"]
     idx = torch.randint(data.shape[0], (batch_size,), generator=gen, device=data.device)
@@ -294,7 +299,7 @@ def _train_step(model, net, ema, opt, gen, data, symmetries, state, *, steps, ba
     # stratified times: one per 1/batch_size slice of [eps, 1] -> lower-variance loss estimate
     u = (torch.arange(batch_size, device=x0.device, dtype=x0.dtype)
          + torch.rand(batch_size, generator=gen, device=x0.device, dtype=x0.dtype)) / batch_size
-    t = model.t_eps + (1 - model.t_eps) * u
+    t = model.t_eps + (1 - model.t_eps) * u**t_power
     noise = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
     for group in opt.param_groups:
         group["lr"] = _lr_at(step, lr, warmup, steps, final)
@@ -567,8 +572,9 @@ class EnergyPotential:
         return torch.full((x.shape[0],), self.t, dtype=self.model.dtype, device=x.device)
 
     def action(self, phi: Tensor) -> Tensor:
-        x = phi.to(self.model.dtype)
-        return self.model.energy(x, self._t(x)).to(phi.dtype)
+        with torch.no_grad():                      # samplers take the force from `force`
+            x = phi.to(self.model.dtype)
+            return self.model.energy(x, self._t(x)).to(phi.dtype)
 
     def force(self, phi: Tensor) -> Tensor:
         x = phi.detach().to(self.model.dtype)

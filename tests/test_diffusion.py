@@ -200,6 +200,9 @@ def test_energy_potential_interface():
     assert torch.allclose(obs["x2"], z**2) and torch.allclose(obs["x4"], z**4)
     with pytest.raises(ValueError):
         EnergyPotential(tiny_train(theory, data, flavour="score"), theory)
+    from theoryc.runtime.hmc import run_hmc           # the real HMC accepts it as a theory
+    run = run_hmc(pot, n=10, chains=4, warmup=10, seed=0, progress=False)
+    assert run.configs.shape == (4, 10, 2) and torch.isfinite(run.configs).all()
 
 
 # ------------------------------------------------------------------ compiled theories
