@@ -80,7 +80,8 @@ def boundary_term(lc_values: np.ndarray, y_max: np.ndarray, cutoffs=None) -> dic
 
     lc_values: L_c O per configuration (chains, n), complex; y_max: the largest |Im z| of each
     configuration (chains, n). Default cutoffs: the 50, 90, 99, 99.9 and 100% quantiles of y_max.
-    The last entry (all configurations) is the Schwinger-Dyson residual <L_c O>, zero if CL is right.
+    The last entry (all configurations) is the Schwinger-Dyson residual <L_c O>: zero if CL is
+    right.
     """
     lc = np.asarray(lc_values)
     ym = np.asarray(y_max)

@@ -134,10 +134,12 @@ def run_complex_langevin(theory, *, n: int, chains: int = 1024, warmup: int = DE
         "sampler": "complex_langevin", "scheme": scheme, "n": int(n), "chains": int(chains),
         "warmup": int(warmup), "seed": int(seed), "every": int(every),
         "step": float(DEFAULT_STEP if step is None else step), "noise_imag": float(noise_imag),
-        "adaptive": bool(adaptive), "drift_ref_given": None if drift_ref is None else float(drift_ref),
+        "adaptive": bool(adaptive),
+        "drift_ref_given": None if drift_ref is None else float(drift_ref),
         "dtype": str(complex_dtype_for(dtype)).replace("torch.", ""), "theory": theory.name,
         "shape": list(theory.shape), "max_abs": float(max_abs),
-        "max_bad_fraction": float(max_bad_fraction), "max_substeps_factor": int(max_substeps_factor),
+        "max_bad_fraction": float(max_bad_fraction),
+        "max_substeps_factor": int(max_substeps_factor),
         "spacing": "equal Langevin time",
     }
     loop = _CLLoop(theory, settings, torch.device(device), complex_dtype_for(dtype))
@@ -307,7 +309,8 @@ class _CLLoop:
                 "z": self.z, "drift": self.drift, "k_ref": self.k_ref, "k_sum": self.k_sum,
                 "k_count": self.k_count, "next_index": self.next_index, "pending": self.pending,
                 "remaining": self.remaining, "n_steps": self.n_steps, "dt_min": self.dt_min,
-                "substeps": self.substeps, "chain_steps": self.chain_steps, "generator": self.generator.get_state(),
+                "substeps": self.substeps, "chain_steps": self.chain_steps,
+                "generator": self.generator.get_state(),
                 "configs": self.configs,
                 "stats": {k: torch.from_numpy(v) for k, v in self.stats.items()},
                 "health": self.health.state_dict(), "seconds": self.seconds}

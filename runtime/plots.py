@@ -75,7 +75,7 @@ def plot_ensemble(ensemble_like, path, *, drift: Callable | None = None,
 # ------------------------------------------------------------------------- complex 0-d: P(x, y)
 
 def drift_on_grid(drift: Callable, xs: np.ndarray, ys: np.ndarray):
-    """Re K and Im K of a holomorphic drift on the grid x + i y (arrays shaped (len(ys), len(xs)))."""
+    """Re K and Im K of a holomorphic drift on the grid x + i y, each (len(ys), len(xs))."""
     gx, gy = np.meshgrid(xs, ys)
     z = torch.as_tensor((gx + 1j * gy).reshape(-1, 1), dtype=torch.complex128)
     k = _numpy(drift(z)).reshape(gx.shape)

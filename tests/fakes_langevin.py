@@ -36,7 +36,8 @@ def gaussian_fast(m2=1.0):
 
 
 def phi4_fast(lattice=(8, 8), kappa=0.2, lam=0.0):
-    """Hopping-form phi^4: K = 2 kappa sum_mu (phi(x+mu) + phi(x-mu)) - 2(1-2 lam) phi - 4 lam phi^3."""
+    """Hopping-form phi^4: K = 2 kappa sum_mu (phi(x+mu) + phi(x-mu)) - 2(1-2 lam) phi
+    - 4 lam phi^3."""
     base = phi4_lattice(lattice, kappa, lam)
 
     def drift(phi):

@@ -55,8 +55,10 @@ def jackknife_cumulants(x, blocks=50):
     full = symmetric_cumulants(*(sums.sum(0) / counts.sum()))
     leave_out = np.array([symmetric_cumulants(*((sums.sum(0) - sums[b]) / (counts.sum() - counts[b])))
                           for b in range(blocks)])
-    err = np.sqrt((blocks - 1) / blocks * ((leave_out.real - leave_out.real.mean(0)) ** 2).sum(0)) \
-        + 1j * np.sqrt((blocks - 1) / blocks * ((leave_out.imag - leave_out.imag.mean(0)) ** 2).sum(0))
+
+    def spread(v):
+        return np.sqrt((blocks - 1) / blocks * ((v - v.mean(0)) ** 2).sum(0))
+    err = spread(leave_out.real) + 1j * spread(leave_out.imag)
     return full, err
 
 
@@ -248,7 +250,8 @@ def test_lattice_complex_gaussian_with_the_autograd_fake():
         return (m2 / 2 * f**2 + grad2 / 2).flatten(1).sum(1)
 
     theory = FakeTheory(name="complex_gaussian_lattice", action_fn=action, lattice=(L, L),
-                        is_complex=True, observable_fns={"phi2": lambda p: (p[:, 0] ** 2).flatten(1).mean(1)},
+                        is_complex=True,
+                        observable_fns={"phi2": lambda p: (p[:, 0] ** 2).flatten(1).mean(1)},
                         symmetries=[lambda p: -p])
     run = run_langevin(theory, n=20, chains=256, warmup=300, every=25, step=0.02, seed=12,
                        progress=False)

@@ -56,4 +56,5 @@ def test_drift_on_grid_is_the_holomorphic_drift():
     z = 1.0 + 0.3j
     k = -((1 + 1j) * z + z**3)
     assert np.isclose(kx[1, 1], k.real) and np.isclose(ky[1, 1], k.imag)
-    assert kx.shape == (2, 2) and torch.is_tensor(theory.drift(torch.zeros(1, 1, dtype=torch.complex128)))
+    assert kx.shape == (2, 2)
+    assert torch.is_tensor(theory.drift(torch.zeros(1, 1, dtype=torch.complex128)))
