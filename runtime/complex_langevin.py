@@ -20,8 +20,8 @@ time averages CL is defined by; no dt weighting is needed. The Langevin time of 
 configuration is recorded in the `langevin_time` statistic.
 
 Schemes: "rk2" (default; stochastic Heun, weak order 2, bias O(eps^2), two drifts per step) and
-"em" (Euler-Maruyama, bias O(eps)). At the default eps = 0.01 the rk2 bias on the complex quartic
-model is ~1e-5, far below the statistical error of any affordable run.
+"em" (Euler-Maruyama, bias O(eps)). On the complex quartic model rk2 shows no bias at eps = 0.02
+within 6e-4 on <x^2> (20000 chains), so at the default eps = 0.01 it is below ~2e-4 (0.04%).
 Chains that go to NaN/inf, beyond `max_abs`, or whose adaptive step collapses (more than
 `max_substeps_factor * every` steps to cover one interval) are dropped and reported; if more than
 `max_bad_fraction` of the chains go bad the run stops and returns the good chains' data so far.
@@ -185,7 +185,9 @@ class _CLLoop:
         self.remaining = torch.full((chains,), self.warm_time if first < 0 else self.span, **real)
         self.n_steps = torch.zeros(chains, **real)            # steps in the current interval
         self.dt_min = torch.full((chains,), settings["step"], **real)
-        self.max_substeps = settings["max_substeps_factor"] * settings["every"]
+        # a chain taking more steps than this for one interval has a collapsed adaptive step
+        self.max_steps_warm = settings["max_substeps_factor"] * max(settings["warmup"], 1)
+        self.max_steps_interval = settings["max_substeps_factor"] * settings["every"]
         self.substeps = 0
         self.chain_steps = 0.0     # steps actually taken, summed over chains
         self.stopped = None
@@ -223,17 +225,22 @@ class _CLLoop:
         self.substeps += 1
         due = self.remaining <= self.tol
         if self.substeps % 32 == 0:     # NaN clocks and collapsed steps: rare, checked now and then
-            due |= self.pending & (torch.isnan(self.remaining) | (self.n_steps > self.max_substeps))
+            due |= self.pending & (torch.isnan(self.remaining) | self._stalled(self.n_steps,
+                                                                               self.next_index))
         if bool(due.any()):
             self._complete(due.nonzero().squeeze(1))
+
+    def _stalled(self, n_steps: Tensor, index: Tensor) -> Tensor:
+        limit = torch.where(index < 0, self.max_steps_warm, self.max_steps_interval)
+        return n_steps > limit
 
     def _complete(self, idx: Tensor) -> None:
         """Chains `idx` reached the end of an interval: check, record, start the next one."""
         s = self.settings
         zc = self.z[idx].flatten(1)
-        fine = (torch.isfinite(zc).all(1) & (zc.abs().amax(1) <= s["max_abs"])
-                & (self.n_steps[idx] <= self.max_substeps))
         k = self.next_index[idx]
+        fine = (torch.isfinite(zc).all(1) & (zc.abs().amax(1) <= s["max_abs"])
+                & ~self._stalled(self.n_steps[idx], k))
         if not bool(fine.all()):
             self.health.mark(idx[~fine], k[~fine].clamp(min=0))
             self.z[idx[~fine]] = 0          # restart them harmlessly; they are dropped at the end

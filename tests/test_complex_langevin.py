@@ -263,3 +263,16 @@ def test_lattice_complex_gaussian_with_the_autograd_fake():
     m, e = chain_mean_error(phi2)
     assert_close(m, e, exact, 4, "lattice <phi^2>")
     assert run.summary["diagnostics"]["trustworthy"], run.summary["diagnostics"]["warnings"]
+
+
+def test_collapsed_adaptive_steps_are_caught_and_long_warmups_are_not():
+    """A reference drift 1e9 times too small makes every step ~1e-9 eps: the chains are flagged
+    as stalled after max_substeps_factor * every steps and the run refuses, instead of looping
+    for ever. A warm-up much longer than that limit is still fine."""
+    theory = quartic_fast()
+    with pytest.raises(SamplerError, match="ran away"):
+        run_complex_langevin(theory, n=3, chains=16, warmup=0, every=5, seed=1, drift_ref=1e-9,
+                             max_substeps_factor=4, progress=False)
+    run = run_complex_langevin(theory, n=3, chains=16, warmup=1200, every=5, seed=1,
+                               max_substeps_factor=4, progress=False)
+    assert run.summary["n_bad_chains"] == 0 and run.configs.shape == (16, 3, 1)
