@@ -105,6 +105,15 @@ def max_drift_squared(drift: Tensor) -> Tensor:
     return k2[:, 0] if k2.shape[1] == 1 else k2.amax(1)
 
 
+def _storage_device(device: torch.device, nbytes: int) -> torch.device:
+    """Where to keep the records: the GPU if they take under a quarter of its free memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes < free // 4:
+            return device
+    return torch.device("cpu")
+
+
 # -------------------------------------------------------------------------------- driver
 
 def run_complex_langevin(theory, *, n: int, chains: int = 1024, warmup: int = DEFAULT_WARMUP,
@@ -191,8 +200,13 @@ class _CLLoop:
         self.substeps = 0
         self.chain_steps = 0.0     # steps actually taken, summed over chains
         self.stopped = None
-        self.configs = torch.zeros((chains, n, *shape), dtype=cdtype)
-        self.stats = {k: np.zeros((chains, n)) for k in STAT_NAMES}
+        # Records are scattered chain by chain as chains finish intervals: on a GPU, keep them
+        # there when they fit (a host-side scatter per step would dominate), else on the cpu.
+        self.store = _storage_device(device, chains * n * (math.prod(shape) * cdtype.itemsize
+                                                           + 8 * len(STAT_NAMES)))
+        self.configs = torch.zeros((chains, n, *shape), dtype=cdtype, device=self.store)
+        self.stats = {k: torch.zeros((chains, n), dtype=torch.float64, device=self.store)
+                      for k in STAT_NAMES}
         self.seconds = 0.0
 
     # -- stepping
@@ -266,8 +280,8 @@ class _CLLoop:
 
     def _record(self, idx: Tensor, k: Tensor) -> None:
         z, K = self.z[idx], self.drift[idx]
-        ci, ki = idx.cpu(), k.cpu()
-        self.configs[ci, ki] = z.detach().to("cpu")
+        ci, ki = idx.to(self.store), k.to(self.store)
+        self.configs[ci, ki] = z.detach().to(self.store)
         zf, kf = z.flatten(1), K.flatten(1)
         # Langevin operator on O = mean(z^2): L_c O = mean(2 (1 + z K)); <L_c O> = 0 is the
         # Schwinger-Dyson equation, and its cutoff dependence the boundary term (cl_diagnostics).
@@ -277,9 +291,8 @@ class _CLLoop:
                    "dt_mean": self.span / self.n_steps[idx].clamp(min=1),
                    "drift_magnitude": (kf.real.square() + kf.imag.square()).mean(1).sqrt(),
                    "y_max": zf.imag.abs().amax(1), "sd_re": sd.real, "sd_im": sd.imag}
-        ci, ki = ci.numpy(), ki.numpy()
         for name, v in figures.items():
-            self.stats[name][ci, ki] = v.to("cpu", torch.float64).numpy()
+            self.stats[name][ci, ki] = v.to(self.store, torch.float64)
 
     @property
     def finished(self) -> bool:
@@ -319,7 +332,7 @@ class _CLLoop:
                 "substeps": self.substeps, "chain_steps": self.chain_steps,
                 "generator": self.generator.get_state(),
                 "configs": self.configs,
-                "stats": {k: torch.from_numpy(v) for k, v in self.stats.items()},
+                "stats": self.stats,
                 "health": self.health.state_dict(), "seconds": self.seconds}
 
     def restore_if_present(self, path) -> None:
@@ -337,8 +350,8 @@ class _CLLoop:
         self.chain_steps = snap["chain_steps"]
         self.n_pending = int(self.pending.sum())
         self.generator.set_state(snap["generator"])
-        self.configs = snap["configs"]
-        self.stats = {k: v.numpy().copy() for k, v in snap["stats"].items()}
+        self.configs = snap["configs"].to(self.store)
+        self.stats = {k: v.to(self.store) for k, v in snap["stats"].items()}
         self.health.load(snap["health"])
 
     # -- output
@@ -347,7 +360,9 @@ class _CLLoop:
         good = ~self.health.bad
         n_done = int(self.next_index[good].min()) if bool(good.any()) else 0
         n_done = min(max(n_done, 0), s["n"])
-        configs, stats = trim_bad(self.configs, self.stats, self.health, n_done)
+        configs, stats = trim_bad(self.configs.cpu(),
+                                  {k: v.cpu().numpy() for k, v in self.stats.items()},
+                                  self.health, n_done)
         summary = {
             "scheme": s["scheme"], "step_size": s["step"], "adaptive": s["adaptive"],
             "drift_ref": self.k_ref, "noise_imag": s["noise_imag"],
