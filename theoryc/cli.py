@@ -220,18 +220,22 @@ def write(th, run, sampler, seed, output):
 @click.option("--seed", type=int, default=0, show_default=True)
 @set_option
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--layers", type=click.IntRange(1), default=None, help="Flow: coupling layers.")
+@click.option("--hidden", type=click.IntRange(1), default=None, help="Flow: hidden channels.")
+@click.option("--anneal", type=float, default=None, help="VAN: fraction of training that ramps beta up.")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.pt.ckpt.")
 @click.option("--quiet", is_flag=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
-def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, resume,
-          quiet, output):
+def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, layers,
+          hidden, anneal, resume, quiet, output):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
     th = api.load(theory, **parse_sets(sets))
     device = pick_device(device)
-    opts = dict(steps=steps, seed=seed, device=device, checkpoint=output + ".ckpt", resume=resume,
-                progress=not quiet)
+    opts = dict(steps=steps, seed=seed, device=device, dtype=torch_dtype(dtype), checkpoint=output + ".ckpt",
+                resume=resume, progress=not quiet)
     if batch_size:
         opts["batch_size"] = batch_size
     if lr:
@@ -239,7 +243,8 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
     if kind == "flow":
         from .runtime.variational import save_model, train_flow
         configs = read_configs(data) if data else None
-        model = train_flow(th, data=configs, **opts)
+        arch = {k: v for k, v in (("n_layers", layers), ("hidden", hidden), ("anneal", anneal)) if v is not None}
+        model = train_flow(th, data=configs, **arch, **opts)
         save_model(model, output, {"theory_name": th.name, "theory_source": th.source, "params": th.params})
     else:
         from .runtime.diffusion import save_model, train_diffusion
@@ -252,6 +257,7 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
             raise UserError(f"no schedule '{name}' in theory '{th.name}'; it has: {', '.join(th.schedules)}")
         model = train_diffusion(th, read_configs(data), schedule=th.schedules[name], flavour=flavour, **opts)
         save_model(model, output, theory=th)
+    Path(output + ".ckpt").unlink(missing_ok=True)
     click.echo(f"wrote {output}")
 
 
