@@ -21,7 +21,7 @@ import copy
 import json
 import math
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch

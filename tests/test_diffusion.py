@@ -380,3 +380,38 @@ def test_curl_vanishes_for_the_energy_model_not_for_the_score_model(tmp_path):
     plot_model(build_model(lat, torch.randn(20, 1, 4, 4), schedule=lat.schedules["ve"]),
                str(tmp_path / "lat.png"))
     assert (tmp_path / "one.png").exists() and (tmp_path / "lat.png").exists()
+
+
+# ------------------------------------------------------------------ lattice physics (slow)
+
+def free_field_samples(n, L, kappa, seed=0):
+    """Exact 2-d free-field configurations (lambda = 0): phi = F^-1[F[w] / sqrt(k(p))],
+    k(p) = 2 (1 - 2 kappa sum_mu cos p_mu), so <phi phi> = K^-1 of the hopping action."""
+    p = 2 * math.pi * torch.arange(L, dtype=torch.float64) / L
+    k = 2 * (1 - 2 * kappa * (torch.cos(p)[:, None] + torch.cos(p)[None, :]))
+    w = torch.randn(n, L, L, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    phi = torch.fft.ifft2(torch.fft.fft2(w) / k.sqrt()).real[:, None]
+    return phi, float((1 / k).mean()), float(1 / k[0, 0])
+
+
+@pytest.mark.slow
+def test_free_field_8x8_phi2_and_chi2():
+    """Conv-net SBM on 5120 exact 8x8 free-field configurations (the seed's training-set size):
+    <phi^2> and chi2 = V <M^2> of 2048 generated ones against the exact propagator, within
+    4 sigma of the generated samples' error plus 4 sigma of the finite training set's."""
+    L, kappa = 8, 0.2
+    theory = phi4_lattice((L, L), kappa=kappa, lam=0.0)
+    data, phi2_exact, chi2_exact = free_field_samples(5120, L, kappa)
+    model = train_diffusion(theory, data.float(), schedule=theory.schedules["ve"], steps=1500,
+                            batch_size=64, progress=False)
+    run = sample_diffusion(model, 2048, solver="em", steps=200, seed=1, batch_size=512,
+                           progress=False)
+    c = run.configs[0].double()
+    n = len(c)
+    for name, per_config, exact, n_data in (
+            ("phi2", (c**2).mean((1, 2, 3)), phi2_exact, len(data)),
+            ("chi2", L * L * c.mean((1, 2, 3)) ** 2, chi2_exact, len(data))):
+        got, err = float(per_config.mean()), float(per_config.std()) / math.sqrt(n)
+        data_err = err * math.sqrt(n / n_data)
+        print(f"free field {L}x{L}: {name} = {got:.4f}({err:.4f}), exact {exact:.4f}")
+        assert abs(got - exact) < 4 * (err + data_err)
