@@ -119,30 +119,33 @@ def _plot_1d(model, theory, taus, extent):
 
 
 def _plot_2d(model, extent, n_grid):
+    """SBM: score field, its curl, loss. EBM: score field, energy, density (its curl is zero by
+    construction; finite differences would only show grid artefacts at sharp features)."""
     extent = extent or _default_extent(model)
     xs = ys = np.linspace(-extent, extent, n_grid)
-    energy = model.flavour == "energy"
-    fig, axes = plt.subplots(1, 4 if energy else 3, figsize=(18 if energy else 14, 4))
+    box = (xs[0], xs[-1], ys[0], ys[-1])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     sx, sy = score_field(model, xs, ys)
     axes[0].streamplot(xs, ys, sx, sy, density=1.0, color=np.hypot(sx, sy), cmap="viridis")
     axes[0].set_title("learnt score at the end of the backward process")
-    curl = curl_of_score(model, xs, ys)
-    lim = np.abs(curl).max() or 1.0
-    im = axes[1].imshow(curl, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap="RdBu",
-                        vmin=-lim, vmax=lim)
-    fig.colorbar(im, ax=axes[1])
-    axes[1].set_title("curl of the score (non-conservative part)")
-    if energy:
+    if model.flavour == "energy":
         e, p = energy_surface(model, xs, ys)
-        for ax, z, title in ((axes[2], e, "energy E(x, y)"), (axes[3], p, "density exp(-E) / Z")):
-            im = ax.imshow(z, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap="magma")
-            fig.colorbar(im, ax=ax)
-            ax.set_title(title)
+        im = axes[1].imshow(e, origin="lower", extent=box, cmap="magma", vmax=min(e.max(), 20.0))
+        fig.colorbar(im, ax=axes[1])
+        axes[1].set_title("energy E(x, y) - min E (colour clipped at 20)")
+        im = axes[2].imshow(p, origin="lower", extent=box, cmap="magma")
+        fig.colorbar(im, ax=axes[2])
+        axes[2].set_title("density exp(-E) / Z")
     else:
+        curl = curl_of_score(model, xs, ys)
+        lim = np.abs(curl).max() or 1.0
+        im = axes[1].imshow(curl, origin="lower", extent=box, cmap="RdBu", vmin=-lim, vmax=lim)
+        fig.colorbar(im, ax=axes[1])
+        axes[1].set_title("curl of the score (non-conservative part)")
         _plot_loss(axes[2], model)
     names = (("x = Re z", "y = Im z") if model.is_complex
              else tuple(model.settings.get("field_names") or ("phi0", "phi1")))
-    for ax in axes[:4 if energy else 2]:
+    for ax in axes[:3 if model.flavour == "energy" else 2]:
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     return fig
