@@ -124,6 +124,8 @@ def compile(theory, sets, emit):
               help="Langevin scheme (default bm, second order).")
 @click.option("--noise-imag", type=float, default=0.0, show_default=True,
               help="Complex Langevin: noise N_y in the imaginary direction (N_x - N_y = 1).")
+@click.option("--no-adaptive", is_flag=True, help="Complex Langevin: fixed step (no drift-bounding adaptive step).")
+@click.option("--no-symmetry-moves", is_flag=True, help="Do not apply the declared symmetries as global moves.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Model file (flow, diffusion).")
 @click.option("--solver", type=click.Choice(["em", "pc", "ode"]), default="em", show_default=True,
               help="Diffusion sampler.")
@@ -134,18 +136,21 @@ def compile(theory, sets, emit):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
-           trajectory_length, target_accept, scheme, noise_imag, model_path, solver, steps, no_metropolis, resume, quiet, output):
+           trajectory_length, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver, steps, no_metropolis, resume, quiet, output):
     """Sample THEORY and write an ensemble file."""
     from . import api
     th = api.load(theory, **parse_sets(sets))
     device = pick_device(device)
     common = dict(seed=seed, device=device, progress=not quiet)
     checkpoint = output + ".ckpt"
+    target = th
+    if sampler in ("hmc", "langevin") and model_path:
+        target = energy_potential(need_model(model_path), th, device)   # MCMC on a learned energy
     if sampler == "hmc":
         from .runtime.hmc import run_hmc
         opts = dict(n=n, chains=chains, dtype=torch_dtype(dtype), integrator=integrator, step_size=step,
                     trajectory_length=trajectory_length, target_accept=target_accept, every=every or 1, checkpoint=checkpoint, resume=resume, **common)
-        run = run_hmc(th, **({"warmup": warmup} if warmup is not None else {}), **opts)
+        run = run_hmc(target, **({"warmup": warmup} if warmup is not None else {}), **opts)
     elif sampler == "langevin":
         from .runtime.langevin import run_langevin
         opts = dict(n=n, chains=chains, dtype=torch_dtype(dtype), step=step, scheme=scheme,
@@ -155,10 +160,12 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         if warmup is not None:
             opts["warmup"] = warmup
         if th.is_complex:
-            opts["noise_imag"] = noise_imag
-        elif noise_imag:
-            raise UserError("--noise-imag applies to complex Langevin; this action is real")
-        run = run_langevin(th, **opts)
+            opts.update(noise_imag=noise_imag, adaptive=not no_adaptive)
+        elif noise_imag or no_adaptive:
+            raise UserError("--noise-imag and --no-adaptive apply to complex Langevin; this action is real")
+        else:
+            opts["symmetrize"] = not no_symmetry_moves
+        run = run_langevin(target, **opts)
     elif sampler == "flow":
         from .runtime.neural_mcmc import sample_flow
         from .runtime.variational import load_model
@@ -169,7 +176,7 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         from .runtime.diffusion import load_model, sample_diffusion
         model = load_diffusion(need_model(model_path), th, device)
         run = sample_diffusion(model, n, solver=solver, **({"steps": steps} if steps else {}), **common)
-    write(th, run, sampler, seed, output)
+    write(th, target, run, sampler, seed, output)
     Path(checkpoint).unlink(missing_ok=True)      # the run finished: nothing left to resume
     click.echo(f"wrote {output}: {tuple(run.configs.shape[:2])} (chains, configurations)")
 
@@ -198,12 +205,25 @@ def load_diffusion(path, th, device):
     return model
 
 
-def write(th, run, sampler, seed, output):
+def energy_potential(path, th, device):
+    """An energy-based diffusion model's learned energy at small t, as a theory MCMC can sample
+    (the seed's "MCMC-EBM")."""
+    from .runtime.diffusion import EnergyPotential
+    model = load_diffusion(path, th, device)
+    if model.flavour != "energy":
+        raise UserError(f"{path} is a score-based model; MCMC needs an energy: train with --flavour energy")
+    return EnergyPotential(model, th)
+
+
+def write(th, target, run, sampler, seed, output):
+    """Measure the theory's observables on the run (through `target`, which may be a learned
+    potential over other variables) and write the ensemble with the theory it belongs to."""
     from .runtime.ensemble import write_ensemble
     from .runtime.measure import measure_observables
-    observables = measure_observables(th, run.configs)
+    observables = measure_observables(target, run.configs)
     attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
-             "sampler": sampler, "seed": seed}
+             "sampler": sampler if target is th else f"{sampler} on the energy of a diffusion model",
+             "seed": seed}
     write_ensemble(output, run, observables, attrs)
 
 
@@ -221,6 +241,8 @@ def write(th, run, sampler, seed, output):
 @set_option
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--t-power", type=float, default=None,
+              help="Diffusion: draw t = eps + (1 - eps) u^p; p > 1 weights small t (helps an EBM's energy).")
 @click.option("--layers", type=click.IntRange(1), default=None, help="Flow: coupling layers.")
 @click.option("--hidden", type=click.IntRange(1), default=None, help="Flow: hidden channels.")
 @click.option("--anneal", type=float, default=None, help="VAN: fraction of training that ramps beta up.")
@@ -228,7 +250,7 @@ def write(th, run, sampler, seed, output):
 @click.option("--quiet", is_flag=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
-def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, layers,
+def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, t_power, layers,
           hidden, anneal, resume, quiet, output):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
@@ -255,7 +277,9 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
         name = schedule or next(iter(th.schedules))
         if name not in th.schedules:
             raise UserError(f"no schedule '{name}' in theory '{th.name}'; it has: {', '.join(th.schedules)}")
-        model = train_diffusion(th, read_configs(data), schedule=th.schedules[name], flavour=flavour, **opts)
+        extra = {"t_power": t_power} if t_power else {}
+        model = train_diffusion(th, read_configs(data), schedule=th.schedules[name], flavour=flavour,
+                                **extra, **opts)
         save_model(model, output, theory=th)
     Path(output + ".ckpt").unlink(missing_ok=True)
     click.echo(f"wrote {output}")
