@@ -52,6 +52,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict) -> dict | None:
+    """The checkpoint of an interrupted run to resume, or None when there is none. A checkpoint
+    made by another sampler or with other settings is refused: resuming it would silently mix
+    two different runs."""
+    if not os.path.exists(path):
+        return None
+    snap = load_checkpoint(path)
+    if snap.get("sampler") != sampler or snap.get("settings") != settings:
+        from .errors import SamplerError
+        raise SamplerError(f"checkpoint {path} was made by a different run "
+                           f"({snap.get('settings')}); remove it or rerun with its settings")
+    return snap
+
+
 def _to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()

@@ -29,7 +29,6 @@ Chains that go to NaN/inf, beyond `max_abs`, or whose adaptive step collapses (m
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import numpy as np
@@ -37,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cl_diagnostics
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_run_checkpoint, save_checkpoint
 from .langevin import (DEFAULT_EVERY, DEFAULT_STEP, DEFAULT_WARMUP, ChainHealth, SamplerError,
                        SamplerRun, _per_chain, gaussian_noise, trim_bad)
 
@@ -336,12 +335,9 @@ class _CLLoop:
                 "health": self.health.state_dict(), "seconds": self.seconds}
 
     def restore_if_present(self, path) -> None:
-        if not os.path.exists(path):
+        snap = load_run_checkpoint(path, "complex_langevin", self.settings)
+        if snap is None:
             return
-        snap = load_checkpoint(path)
-        if snap.get("sampler") != "complex_langevin" or snap["settings"] != self.settings:
-            raise SamplerError(f"checkpoint {path} was made by a different run "
-                               f"({snap.get('settings')}); remove it or rerun with its settings")
         dev = self.device
         for name in ("z", "drift", "next_index", "pending", "remaining", "n_steps", "dt_min"):
             setattr(self, name, snap[name].to(dev))

@@ -11,7 +11,6 @@ of a bimodal target (double Gaussian, broken phase) that a trajectory of length 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_run_checkpoint, save_checkpoint
 from .ensemble import SamplerError, SamplerRun
 
 Tensor = torch.Tensor
@@ -303,12 +302,9 @@ class _HMCLoop:
                 "stats": self.stats, "production_seconds": self.production_seconds}
 
     def restore_if_present(self, path) -> None:
-        if not os.path.exists(path):
+        snap = load_run_checkpoint(path, "hmc", self.settings)
+        if snap is None:
             return
-        snap = load_checkpoint(path)
-        if snap.get("sampler") != "hmc" or snap["settings"] != self.settings:
-            raise SamplerError(f"checkpoint {path} was made by a different run "
-                               f"({snap.get('settings')}); remove it or rerun with its settings")
         dev = self.device
         self.state = HMCState(snap["phi"].to(dev), snap["action"].to(dev), snap["force"].to(dev))
         self.generator.set_state(snap["generator"])

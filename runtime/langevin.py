@@ -27,7 +27,6 @@ Complex theories are dispatched to `complex_langevin.run_complex_langevin`.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, replace
 
@@ -35,15 +34,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_run_checkpoint, save_checkpoint
 
-try:   # the shared user-facing error type lives in ensemble.py
-    from .ensemble import SamplerError, SamplerRun
-except ImportError:  # pragma: no cover - only while ensemble.py lacks it
-    from .ensemble import SamplerRun
-
-    class SamplerError(Exception):
-        """A user-facing refusal (fallback until runtime/ensemble.py defines it)."""
+from .ensemble import SamplerRun
+from .errors import SamplerError
 
 Tensor = torch.Tensor
 
@@ -411,12 +405,9 @@ class _LangevinLoop:
                 "health": self.health.state_dict(), "seconds": self.seconds}
 
     def restore_if_present(self, path) -> None:
-        if not os.path.exists(path):
+        snap = load_run_checkpoint(path, "langevin", self.settings)
+        if snap is None:
             return
-        snap = load_checkpoint(path)
-        if snap.get("sampler") != "langevin" or snap["settings"] != self.settings:
-            raise SamplerError(f"checkpoint {path} was made by a different run "
-                               f"({snap.get('settings')}); remove it or rerun with its settings")
         dev = self.device
 
         def to_dev(t):
