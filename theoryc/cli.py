@@ -169,7 +169,8 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
     elif sampler == "flow":
         from .runtime.neural_mcmc import sample_flow
         from .runtime.variational import load_model
-        model = load_model(need_model(model_path), device=device)
+        model_payload(need_model(model_path), ("flow", "van"))
+        model = load_model(model_path, device=device)
         check_model_theory(model_path, getattr(model, "meta", {}), th)
         run = sample_flow(th, model, n, metropolis=not no_metropolis, **common)
     else:
@@ -195,10 +196,32 @@ def check_model_theory(path, meta: dict, th):
         raise UserError(f"{path} was trained for theory '{name}', not '{th.name}'")
 
 
+def model_payload(path, kinds) -> dict:
+    """The contents of a model file (weights only: nothing in it is run), checked to be one of
+    `kinds`; anything else is a clear error, not a traceback from the unpickler."""
+    import torch
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:    # the weights-only unpickler raises many types for a foreign file
+        raise UserError(f"{path} is not a model file theoryc wrote: it does not load as plain "
+                        "tensors and numbers (nothing in a model file is ever run)") from None
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    if kind not in kinds:
+        raise UserError(f"{path} holds a {kind or 'foreign'} model; this needs a {' or '.join(kinds)} model")
+    return payload
+
+
+def read_ensemble_file(path, configs: bool = True):
+    from .runtime.ensemble import read_ensemble
+    try:
+        return read_ensemble(path, configs=configs)
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path} is not an ensemble file theoryc wrote ({err})") from None
+
+
 def load_diffusion(path, th, device):
     from .runtime.diffusion import load_model
-    import torch
-    payload_schedule = torch.load(path, map_location="cpu", weights_only=True).get("schedule_name")
+    payload_schedule = model_payload(path, ("diffusion",)).get("schedule_name")
     schedule = th.schedules.get(payload_schedule)
     model = load_model(path, schedule=schedule, device=device)
     check_model_theory(path, getattr(model, "meta", {}), th)
@@ -287,9 +310,7 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
 
 def read_configs(path):
     import torch
-    from .runtime.ensemble import read_ensemble
-    ens = read_ensemble(path)
-    return torch.as_tensor(ens.configs)
+    return torch.as_tensor(read_ensemble_file(path).configs)
 
 
 # ---------------------------------------------------------------------------------- measure
@@ -301,9 +322,8 @@ def read_configs(path):
 def measure(ensemble, as_json, cumulants):
     """Means, errors and autocorrelation times of observables; estimates; cumulants."""
     from .runtime.analysis import format_summary, summarize
-    from .runtime.ensemble import read_ensemble
     from .runtime.measure import estimate_input_series
-    ens = read_ensemble(ensemble, configs=False)
+    ens = read_ensemble_file(ensemble, configs=False)
     th = theory_of(ens)
     inputs = estimate_input_series(th, ens.observables) if th and th.estimates else None
     summary = summarize(ens, th.estimates if th else None, inputs, cumulants)
@@ -337,26 +357,22 @@ def plot(inputs, output):
 
 
 def plot_ensemble_file(path, target):
-    from .runtime.ensemble import read_ensemble
     from .runtime.plots import plot_ensemble
-    ens = read_ensemble(path)
+    ens = read_ensemble_file(path)
     th = theory_of(ens)
     plot_ensemble(ens, target, drift=th.drift if th is not None else None)
 
 
 def plot_model_file(path, target):
-    import torch
-    kind = torch.load(path, map_location="cpu", weights_only=True).get("kind")
+    kind = model_payload(path, ("diffusion", "flow", "van"))["kind"]
     if kind == "diffusion":
         from .runtime.diffusion import load_model
         from .runtime.diffusion_plots import plot_model
         plot_model(load_model(path), target)
-    elif kind in ("flow", "van"):
+    else:
         from .runtime.variational import load_model
         from .runtime.plots import plot_training
         plot_training(load_model(path), target)
-    else:
-        raise UserError(f"{path}: not an ensemble (.h5) or a model file theoryc wrote")
 
 
 if __name__ == "__main__":
