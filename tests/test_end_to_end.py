@@ -1,0 +1,273 @@
+"""End-to-end tests through the command line, run as a user would (`theoryc sample/train/measure/plot`).
+
+Every physics assertion compares a `measure --json` mean with an exact value (shared/reference/
+exact.json or a closed form) or with another sampler's ensemble, within 3 sigma of the measured
+error (errors of both sides combined in quadrature when two ensembles are compared). The commands
+run in-process through click's CliRunner (one import of torch for all of them), in a temporary
+folder, with the compiled-theory cache in a temporary THEORYC_CACHE.
+
+Slow tests (`-m slow`) run the seed talk's diffusion-model checks end to end; their wall times on
+one thread are in the docstrings.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from theoryc.cli import main
+
+EXACT = json.loads(Path(os.environ.get("THEORYC_REFERENCE", "/work/shared/reference/exact.json")).read_text()) \
+    if Path(os.environ.get("THEORYC_REFERENCE", "/work/shared/reference/exact.json")).exists() else None
+needs_exact = pytest.mark.skipif(EXACT is None, reason="shared/reference/exact.json not available")
+
+THEORIES = Path(__file__).resolve().parent.parent / "theories"
+
+
+# ------------------------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Compiled theories go to a fresh cache, so that the tests exercise the compiler too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THEORYC_CACHE", str(tmp_path_factory.mktemp("theoryc_cache")))
+        yield
+
+
+def cli(*args, expect: int = 0):
+    """Run `theoryc ARGS` in-process; fail with its output unless it exits with `expect`."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == expect, f"theoryc {' '.join(map(str, args))}\n{result.output}"
+    return result
+
+
+def measure(path, *extra) -> dict:
+    return json.loads(cli("measure", path, "--json", *extra).stdout)
+
+
+def value(entry):
+    """A measured mean or error as a Python number (complex ones are stored as [re, im])."""
+    return complex(*entry) if isinstance(entry, list) else entry
+
+
+def assert_within(entry: dict, exact, sigmas: float = 3.0, other: dict | None = None):
+    """|mean - exact| < sigmas * error, separately for the real and imaginary parts.
+
+    With `other` (a second ensemble's entry) the comparison is mean vs other's mean with both
+    errors combined in quadrature."""
+    mean, err = value(entry["mean"]), value(entry["error"])
+    if other is not None:
+        exact, err2 = value(other["mean"]), value(other["error"])
+        err = complex(math.hypot(err.real, complex(err2).real), math.hypot(complex(err).imag, complex(err2).imag))
+    for part in ("real", "imag"):
+        m, e, x = (getattr(complex(v), part) for v in (mean, err, exact))
+        if part == "imag" and e == 0 and m == 0 and x == 0:
+            continue
+        assert e > 0, f"{part}: zero error {entry}"
+        assert abs(m - x) < sigmas * e, f"{part}: {m} vs {x}: {abs(m - x) / e:.1f} sigma (error {e})"
+
+
+def write_theory(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.theory"
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------ module ensembles
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def phi4_hmc(work) -> Path:
+    out = work / "phi4.h5"
+    cli("sample", "phi4_2d", "--set", "L=8", "--sampler", "hmc", "--n", 300, "--chains", 2,
+        "--warmup", 100, "--seed", 1, "--quiet", "-o", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def quartic_cl(work) -> Path:
+    """Complex Langevin on the complex quartic; 64 x 1000 gives errors of 0.7% on <x^2>."""
+    out = work / "quartic_cl.h5"
+    cli("sample", "complex_quartic", "--sampler", "langevin", "--chains", 64, "--n", 1000,
+        "--seed", 2, "--quiet", "-o", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def van_model(work) -> Path:
+    out = work / "van.pt"
+    cli("train", "ising_2d", "--set", "L=4", "--model", "flow", "--steps", 200, "--quiet", "-o", out)
+    return out
+
+
+# ------------------------------------------------------------------------------ fast tests
+def test_measure_json_has_the_documented_shape(phi4_hmc):
+    """DESIGN.md: observables {mean, error, tau_int}, estimates {mean, error}, sampler figures."""
+    summary = measure(phi4_hmc)
+    assert set(summary) >= {"observables", "estimates", "cumulants", "sampler"}
+    for name in ("M", "phi2"):
+        assert set(summary["observables"][name]) >= {"mean", "error", "tau_int"}
+        assert summary["observables"][name]["error"] > 0
+    for name in ("chi2", "U_L"):
+        assert set(summary["estimates"][name]) >= {"mean", "error"}
+        assert summary["estimates"][name]["error"] > 0
+    assert 0.5 < summary["sampler"]["acceptance"] <= 1
+    assert_within(summary["sampler"]["exp_minus_dH"], 1.0)       # Creutz: <e^-dH> = 1
+    assert_within(summary["observables"]["M"], 0.0)              # Z2 symmetric phase
+
+
+@needs_exact
+def test_free_field_phi2_matches_exact(work):
+    ref = EXACT["free_scalar_2d"]
+    assert ref["params"]["shape"] == [16, 16]
+    out = work / "free.h5"
+    cli("sample", "phi4_2d", "--set", "L=16", "--set", f"kappa={ref['params']['kappa']}",
+        "--set", "lambda=0", "--sampler", "hmc", "--n", 400, "--chains", 2, "--warmup", 100,
+        "--seed", 3, "--quiet", "-o", out)
+    summary = measure(out)
+    assert summary["observables"]["phi2"]["error"] < 0.01
+    assert_within(summary["observables"]["phi2"], ref["phi2"])
+
+
+def test_hmc_on_complex_action_is_refused_with_a_hint(work):
+    result = cli("sample", "complex_quartic", "--sampler", "hmc", "-o", work / "no.h5", expect=1)
+    assert "complex Langevin" in result.output
+    assert "Traceback" not in result.output
+    assert not (work / "no.h5").exists()
+
+
+@needs_exact
+def test_complex_langevin_quartic_moments_and_cumulants(quartic_cl):
+    exact = EXACT["complex_quartic"]
+    summary = measure(quartic_cl, "--cumulants", 4)
+    x2 = summary["observables"]["x2"]
+    assert isinstance(x2["mean"], list) and len(x2["mean"]) == 2      # complex as [re, im]
+    assert abs(value(x2["error"])) < 0.01 * abs(complex(*exact["moments"]["mu2"]))
+    assert_within(x2, complex(*exact["moments"]["mu2"]))
+    assert_within(summary["observables"]["x4"], complex(*exact["moments"]["mu4"]))
+    kappa = summary["cumulants"]["x1"]
+    assert_within(kappa["kappa2"], complex(*exact["cumulants"]["kappa2"]))
+    assert_within(kappa["kappa4"], complex(*exact["cumulants"]["kappa4"]))
+
+
+COMPLEX_GAUSSIAN = """\
+# a user's complex Gaussian: <z^2> = 1/s for Re s > 0
+theory complex_gaussian
+field z : real
+param s = 2 - 0.5i
+action = s/2 * z^2
+observable z2 = z^2
+"""
+
+
+@pytest.mark.parametrize("sets, s", [((), 2 - 0.5j), (("--set", "s=1+2i"), 1 + 2j)])
+def test_user_complex_gaussian(work, sets, s):
+    theory = write_theory(work, "complex_gaussian", COMPLEX_GAUSSIAN)
+    out = work / f"cg_{s}.h5"
+    cli("sample", theory, *sets, "--sampler", "langevin", "--chains", 64, "--n", 500, "--seed", 4,
+        "--quiet", "-o", out)
+    summary = measure(out)
+    assert summary["observables"]["z2"]["mean"] != [0, 0]
+    assert_within(summary["observables"]["z2"], 1 / s)
+
+
+def test_resume_after_interrupt_is_bitwise_identical(work, monkeypatch):
+    """Interrupt an HMC run after trajectory 250 (checkpoint at 200): the CLI says how to go on,
+    `--resume` finishes it, and the ensemble equals an uninterrupted run's bit for bit."""
+    import h5py
+    from theoryc.runtime import hmc
+
+    args = ("sample", "phi4_2d", "--set", "L=4", "--sampler", "hmc", "--n", 200, "--chains", 2,
+            "--warmup", 100, "--seed", 5, "--quiet")
+    cli(*args, "-o", work / "whole.h5")
+
+    original = hmc._HMCLoop.advance
+
+    def interrupted(self):
+        if self.iteration == 250:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(hmc._HMCLoop, "advance", interrupted)
+    result = cli(*args, "-o", work / "parts.h5", expect=130)
+    assert "--resume" in result.output
+    assert (work / "parts.h5.ckpt").exists() and not (work / "parts.h5").exists()
+    monkeypatch.setattr(hmc._HMCLoop, "advance", original)
+
+    calls = {"n": 0}
+
+    def counted(self):
+        calls["n"] += 1
+        original(self)
+
+    monkeypatch.setattr(hmc._HMCLoop, "advance", counted)
+    cli(*args, "--resume", "-o", work / "parts.h5")
+    assert calls["n"] == 300 - 200                    # it continued from the checkpoint
+    assert not (work / "parts.h5.ckpt").exists()
+    with h5py.File(work / "whole.h5") as a, h5py.File(work / "parts.h5") as b:
+        assert np.array_equal(a["configs"][...], b["configs"][...])
+        for name in a["stats"]:
+            assert np.array_equal(a["stats"][name][...], b["stats"][name][...]), name
+
+
+def is_png(path: Path) -> bool:
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_plot_ensembles_and_a_model(work, phi4_hmc, quartic_cl, van_model):
+    cli("plot", phi4_hmc, "-o", work / "hmc.png")
+    cli("plot", quartic_cl, "-o", work / "cl.png")
+    cli("plot", van_model, "-o", work / "van.png")
+    assert all(is_png(work / f) for f in ("hmc.png", "cl.png", "van.png"))
+    cli("plot", phi4_hmc, quartic_cl, "-o", work / "both.png")       # one figure per input
+    assert is_png(work / "both_phi4.png") and is_png(work / "both_quartic_cl.png")
+
+
+def test_train_and_sample_a_van(work, van_model):
+    """VAN on the 4x4 Ising model: an exact independence-Metropolis chain, log Z with an error,
+    and <m> = 0 (Z2) within errors."""
+    out = work / "van.h5"
+    cli("sample", "ising_2d", "--set", "L=4", "--sampler", "flow", "--model", van_model,
+        "--n", 20000, "--seed", 6, "--quiet", "-o", out)
+    summary = measure(out)
+    sampler = summary["sampler"]
+    assert set(sampler["log_z"]) >= {"mean", "error"} and sampler["log_z"]["error"] > 0
+    assert 0.1 < sampler["acceptance"] <= 1
+    assert_within(summary["observables"]["m"], 0.0)
+    assert_within(sampler["log_z"], ising_log_z(4, 0.44), sigmas=4)
+
+
+def ising_log_z(L: int, beta: float) -> float:
+    """log Z of the L x L periodic Ising model by transfer matrix (exact, 2^L states)."""
+    states = np.array([[1 - 2 * ((s >> i) & 1) for i in range(L)] for s in range(2 ** L)], float)
+    row = beta * (states * np.roll(states, 1, axis=1)).sum(1)               # within a row
+    between = beta * states @ states.T                                       # between rows
+    transfer = np.exp(row[:, None] / 2 + between + row[None, :] / 2)
+    return float(np.log(np.trace(np.linalg.matrix_power(transfer, L))))
+
+
+def test_shipped_lattice_mass_theory_compiles_and_its_force_is_the_gradient():
+    import theoryc
+    th = theoryc.load("phi4_lattice_mass")
+    assert th.shape == (1, 8, 8)
+    assert th.params["m2"] == -4 and th.params["lam"] == 8
+    gen = torch.Generator().manual_seed(7)
+    phi = torch.randn((3, *th.shape), generator=gen, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(th.action(phi).sum(), phi)
+    assert torch.allclose(th.force(phi.detach()), grad, rtol=1e-10, atol=1e-10)
+    # the action by hand: sum_x [ sum_mu phi (2 phi - phi(x+mu) - phi(x-mu)) + m2 phi^2 + lam phi^4 ]
+    p = phi.detach()[:, 0]
+    kinetic = sum(p * (2 * p - torch.roll(p, 1, d) - torch.roll(p, -1, d)) for d in (1, 2))
+    by_hand = (kinetic - 4 * p ** 2 + 8 * p ** 4).sum((1, 2))
+    assert torch.allclose(th.action(phi.detach()), by_hand, rtol=1e-12)
+    m = th.observables(phi.detach())["M"]
+    assert torch.allclose(m, p.mean((1, 2)))
+    assert [e for e in th.estimates] and "chi2" in th.estimates
