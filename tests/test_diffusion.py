@@ -21,7 +21,9 @@ from theoryc.runtime.diffusion import (EnergyPotential, build_model, load_model,
                                        train_diffusion)
 from theoryc.runtime.sde import cumulants_with_errors
 
-EXACT = json.load(open("/work/shared/reference/exact.json"))
+from conftest import REFERENCE
+
+EXACT = json.load(open(REFERENCE))
 
 
 def dg_data(n=50_000, mu0=1.0, s0=0.25, seed=0):

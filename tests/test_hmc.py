@@ -15,7 +15,7 @@ from theoryc.runtime.ensemble import SamplerError, read_ensemble, write_ensemble
 from theoryc.runtime.hmc import run_hmc
 from theoryc.runtime.measure import estimate_input_series, measure_observables
 
-EXACT_JSON = "/work/shared/reference/exact.json"
+from conftest import REFERENCE as EXACT_JSON
 
 
 def free_field_exact(shape, kappa):
