@@ -271,3 +271,145 @@ def test_shipped_lattice_mass_theory_compiles_and_its_force_is_the_gradient():
     m = th.observables(phi.detach())["M"]
     assert torch.allclose(m, p.mean((1, 2)))
     assert [e for e in th.estimates] and "chi2" in th.estimates
+
+
+# ------------------------------------------------------------------------------ slow tests
+def double_gaussian_cumulants(mu0: float, s0: float) -> dict:
+    """kappa_n = d^n W / dj^n at j = 0 for W(j) = s0^2 j^2 / 2 + log cosh(mu0 j) (the generating
+    function of exp(-(x - mu0)^2 / 2 s0^2) + exp(-(x + mu0)^2 / 2 s0^2))."""
+    import sympy
+    j = sympy.Symbol("j")
+    w = sympy.Rational(1, 2) * sympy.nsimplify(s0) ** 2 * j**2 + sympy.log(sympy.cosh(sympy.nsimplify(mu0) * j))
+    return {f"kappa{n}": float(sympy.diff(w, j, n).subs(j, 0)) for n in (2, 4, 6, 8)}
+
+
+def test_double_gaussian_exact_cumulants_agree_with_the_reference():
+    if EXACT is None:
+        pytest.skip("no reference")
+    ref = EXACT["double_gaussian"]
+    exact = double_gaussian_cumulants(ref["params"]["mu0"], ref["params"]["sigma0"])
+    assert exact == pytest.approx(ref["cumulants"], rel=1e-12)
+
+
+DG_TOLERANCE = {"ve": (0.01, 0.02, 0.04, 0.06), "vp": (0.02, 0.04, 0.06, 0.10)}   # the seed's
+
+
+@pytest.fixture(scope="module")
+def double_gaussian_hmc(work):
+    """8 chains x 25000 HMC configurations (the symmetry move x -> -x makes HMC visit both
+    modes), one ensemble per parameter point."""
+    made = {}
+
+    def ensemble(mu0, s0):
+        if (mu0, s0) not in made:
+            out = work / f"dg_{mu0}_{s0}.h5"
+            cli("sample", "double_gaussian", "--set", f"mu0={mu0}", "--set", f"s0={s0}", "--sampler", "hmc",
+                "--chains", 8, "--n", 25000, "--seed", 11, "--quiet", "-o", out)
+            made[(mu0, s0)] = out
+        return made[(mu0, s0)]
+    return ensemble
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule, mu0, s0", [("ve", 1.0, 0.25), ("vp", 1.0, 0.25), ("ve", 1.5, 0.5)])
+def test_double_gaussian_diffusion_cumulants(work, double_gaussian_hmc, schedule, mu0, s0):
+    """Issue "Diffusion": HMC data -> diffusion model -> 200000 samples; kappa2..kappa8 of x within
+    the seed's tolerances of exact, and the HMC data themselves within 3 sigma of exact.
+    Wall time (one thread): ~1.5 min each (HMC 13 s, training 20 s, sampling 50 s)."""
+    data = double_gaussian_hmc(mu0, s0)
+    exact = double_gaussian_cumulants(mu0, s0)
+    hmc = measure(data, "--cumulants", 8)["cumulants"]["x1"]
+    for name, ex in exact.items():
+        assert_within(hmc[name], ex)
+    tag = f"{schedule}_{mu0}_{s0}"
+    cli("train", "double_gaussian", "--set", f"mu0={mu0}", "--set", f"s0={s0}", "--model", "diffusion",
+        "--schedule", schedule, "--data", data, "--steps", 5000, "--seed", 1, "--quiet", "-o", work / f"{tag}.pt")
+    cli("sample", "double_gaussian", "--set", f"mu0={mu0}", "--set", f"s0={s0}", "--sampler", "diffusion",
+        "--model", work / f"{tag}.pt", "--n", 200000, "--steps", 300, "--seed", 2, "--quiet",
+        "-o", work / f"{tag}.h5")
+    generated = measure(work / f"{tag}.h5", "--cumulants", 8)["cumulants"]["x1"]
+    for (name, ex), tol in zip(exact.items(), DG_TOLERANCE[schedule]):
+        got = generated[name]
+        print(f"{tag} {name} = {got['mean']:.4f} +- {got['error']:.4f} (exact {ex:.4f}, HMC "
+              f"{hmc[name]['mean']:.4f} +- {hmc[name]['error']:.4f}), rel {got['mean'] / ex - 1:+.4f}")
+        assert abs(got["mean"] / ex - 1) < tol
+        assert got["error"] < tol * abs(ex) / 3            # the tolerance is above the noise
+
+
+PHI4_TRAIN_STEPS = 3000
+
+
+@pytest.mark.slow
+def test_phi4_8x8_diffusion_reproduces_the_seed_table(work):
+    """The seed's table at L = 8: HMC training and test ensembles (4 x 1280 each, other seeds),
+    a VE diffusion model trained on the first, 5120 generated configurations: <M>, chi2 and U_L
+    of the generated ones within 2 sigma (errors combined) of the test ensemble's."""
+    theory = ("phi4_2d", "--set", "L=8")
+    for name, seed in (("train", 21), ("test", 22)):
+        cli("sample", *theory, "--sampler", "hmc", "--chains", 4, "--n", 1280, "--every", 2,
+            "--seed", seed, "--quiet", "-o", work / f"phi4_{name}.h5")
+    cli("train", *theory, "--model", "diffusion", "--schedule", "ve", "--data", work / "phi4_train.h5",
+        "--steps", PHI4_TRAIN_STEPS, "--seed", 23, "--quiet", "-o", work / "phi4_dm.pt")
+    cli("sample", *theory, "--sampler", "diffusion", "--model", work / "phi4_dm.pt", "--n", 5120,
+        "--steps", 300, "--seed", 24, "--quiet", "-o", work / "phi4_generated.h5")
+    table = {name: measure(work / f"phi4_{name}.h5") for name in ("train", "test", "generated")}
+    for name, s in table.items():
+        m, chi2, ul = s["observables"]["M"], s["estimates"]["chi2"], s["estimates"]["U_L"]
+        print(f"{name:<10} <M> {m['mean']:.4f}({m['error']:.4f})  chi2 {chi2['mean']:.4f}({chi2['error']:.4f})"
+              f"  U_L {ul['mean']:.4f}({ul['error']:.4f})")
+    test, gen = table["test"], table["generated"]
+    assert_within(gen["observables"]["M"], None, sigmas=2, other=test["observables"]["M"])
+    for name in ("chi2", "U_L"):
+        assert_within(gen["estimates"][name], None, sigmas=2, other=test["estimates"][name])
+    assert_within(table["train"]["estimates"]["chi2"], None, other=test["estimates"]["chi2"])
+
+
+
+@pytest.mark.slow
+def test_flow_on_the_tutorial_phi4(work):
+    """Issue "Flows": a flow trained by reverse KL on phi4_lattice_mass (3000 steps, ~3 min on one
+    thread) samples it exactly by independence Metropolis: acceptance >= 0.2 and chi2 within 3
+    sigma (combined) of HMC's (about 0.74)."""
+    cli("train", "phi4_lattice_mass", "--model", "flow", "--steps", 3000, "--seed", 31, "--quiet",
+        "-o", work / "lm_flow.pt")
+    cli("sample", "phi4_lattice_mass", "--sampler", "flow", "--model", work / "lm_flow.pt", "--n", 20000,
+        "--seed", 32, "--quiet", "-o", work / "lm_flow.h5")
+    cli("sample", "phi4_lattice_mass", "--sampler", "hmc", "--chains", 4, "--n", 2000, "--seed", 33,
+        "--quiet", "-o", work / "lm_hmc.h5")
+    flow, hmc = measure(work / "lm_flow.h5"), measure(work / "lm_hmc.h5")
+    print("flow", flow["estimates"]["chi2"], flow["sampler"]["acceptance"], "hmc", hmc["estimates"]["chi2"])
+    assert flow["sampler"]["acceptance"] >= 0.2
+    assert_within(flow["estimates"]["chi2"], None, other=hmc["estimates"]["chi2"])
+    assert_within(flow["observables"]["phi2"], None, other=hmc["observables"]["phi2"])
+    assert_within(flow["observables"]["M"], 0.0)
+
+
+@pytest.mark.slow
+def test_complex_quartic_diffusion_and_mcmc_on_the_learnt_energy(work):
+    """CL data (1000 chains x 100) -> score model and energy model (t-power 3) -> 100000 samples
+    each: Re and Im of <x^2>, <x^4> within 3% of exact; HMC on the energy model's E(x, y, t_eps)
+    within 5%."""
+    exact = {name: complex(*EXACT["complex_quartic"]["moments"][mu]) for name, mu in (("x2", "mu2"), ("x4", "mu4"))}
+    cli("sample", "complex_quartic", "--sampler", "langevin", "--chains", 1000, "--n", 100, "--warmup", 200,
+        "--seed", 41, "--quiet", "-o", work / "cq_cl.h5")
+    check_moments(measure(work / "cq_cl.h5"), exact, 0.03, "CL")
+    for flavour, extra in (("score", ("--steps", 3000)), ("energy", ("--steps", 6000, "--t-power", 3))):
+        cli("train", "complex_quartic", "--model", "diffusion", "--flavour", flavour, *extra,
+            "--data", work / "cq_cl.h5", "--seed", 42, "--quiet", "-o", work / f"cq_{flavour}.pt")
+        cli("sample", "complex_quartic", "--sampler", "diffusion", "--model", work / f"cq_{flavour}.pt",
+            "--n", 100000, "--steps", 300, "--seed", 43, "--quiet", "-o", work / f"cq_{flavour}.h5")
+        check_moments(measure(work / f"cq_{flavour}.h5"), exact, 0.03, flavour)
+    cli("sample", "complex_quartic", "--sampler", "hmc", "--model", work / "cq_energy.pt", "--chains", 64,
+        "--n", 400, "--warmup", 200, "--seed", 44, "--quiet", "-o", work / "cq_mcmc_ebm.h5")
+    check_moments(measure(work / "cq_mcmc_ebm.h5"), exact, 0.05, "MCMC-EBM")
+
+
+def check_moments(summary: dict, exact: dict, tolerance: float, label: str):
+    """Re and Im within `tolerance` (relative), and the sample's own error well below it."""
+    for name, ex in exact.items():
+        got, err = value(summary["observables"][name]["mean"]), value(summary["observables"][name]["error"])
+        print(f"{label} <{name}> = {got:.4f} +- {err:.4f} (exact {ex:.4f})")
+        for part in ("real", "imag"):
+            g, e, x = (getattr(complex(v), part) for v in (got, err, ex))
+            assert abs(g / x - 1) < tolerance, f"{label} {name} {part}: {g} vs {x}"
+            assert e < tolerance * abs(x) / 3, f"{label} {name} {part}: error {e} too large for the check"
