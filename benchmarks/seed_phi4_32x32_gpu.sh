@@ -40,15 +40,20 @@ run theoryc sample "${THEORY[@]}" --sampler diffusion --model "$OUT/dm.pt" --n "
     --steps "$SAMPLE_STEPS" --seed 4 --device "$DEVICE" --quiet -o "$OUT/generated.h5"
 
 for set in train test generated; do
-    theoryc measure "$OUT/$set.h5" --json > "$OUT/$set.json"
+    theoryc measure "$OUT/$set.h5" --json --cumulants 2 > "$OUT/$set.json"
 done
 
-python - "$OUT" <<'EOF'
+python - "$OUT" "$L" <<'EOF'
 import json, sys
 out = sys.argv[1]
-print(f"{'data-set':<12}{'<M>':>22}{'chi2':>22}{'U_L':>22}")
+# The seed's chi2 is V (<M^2> - <M>^2) = V kappa_2(M); phi4_2d.theory's own estimate chi2 is
+# LANGUAGE.md's V (<M^2> - <|M|>^2). Both are printed.
+volume = int(sys.argv[2]) ** 2
+print(f"{'data-set':<12}{'<M>':>22}{'V kappa2(M)':>22}{'chi2 (|M|)':>22}{'U_L':>22}")
 for name in ("train", "test", "generated"):
     s = json.load(open(f"{out}/{name}.json"))
-    cells = [s["observables"]["M"], s["estimates"]["chi2"], s["estimates"]["U_L"]]
+    k2 = s["cumulants"]["M"]["kappa2"]
+    seed_chi2 = {"mean": volume * k2["mean"], "error": volume * k2["error"]}
+    cells = [s["observables"]["M"], seed_chi2, s["estimates"]["chi2"], s["estimates"]["U_L"]]
     print(f"{name:<12}" + "".join(f"{c['mean']:>12.4f} +- {c['error']:<6.4f}" for c in cells))
 EOF
