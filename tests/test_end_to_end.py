@@ -21,9 +21,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import REFERENCE as CONFTEST_REFERENCE
 from theoryc.cli import main
 
-REFERENCE = Path(os.environ.get("THEORYC_REFERENCE", "/work/shared/reference/exact.json"))
+REFERENCE = Path(os.environ.get("THEORYC_REFERENCE", CONFTEST_REFERENCE))
 EXACT = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None
 needs_exact = pytest.mark.skipif(EXACT is None, reason="shared/reference/exact.json not available")
 
