@@ -47,3 +47,19 @@ def phi4_fast(lattice=(8, 8), kappa=0.2, lam=0.0):
         return k.unsqueeze(1)
 
     return _with_drift(base, drift)
+
+
+class Interrupting:
+    """Delegates to a theory and raises after `limit` drift calls (a crash mid-run)."""
+
+    def __init__(self, theory, limit):
+        self._theory, self._left = theory, limit
+
+    def __getattr__(self, name):
+        return getattr(self._theory, name)
+
+    def drift(self, z):
+        self._left -= 1
+        if self._left < 0:
+            raise KeyboardInterrupt("simulated crash")
+        return self._theory.drift(z)

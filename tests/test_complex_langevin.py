@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakes_langevin import gaussian_fast, quartic_fast
+from fakes_langevin import Interrupting, gaussian_fast, quartic_fast
 from theoryc.runtime import cl_diagnostics
 from theoryc.runtime.complex_langevin import run_complex_langevin
 from theoryc.runtime.langevin import SamplerError, run_langevin
@@ -195,21 +195,6 @@ def test_boundary_term_cutoffs():
     assert abs(res["B"][0]) < 4 * res["error"][0] and abs(res["B"][1]) < 4 * res["error"][1]
     assert abs(res["error"][0] - 1 / math.sqrt(lc.size)) < 0.3 / math.sqrt(lc.size)
 
-
-class Interrupting:
-    """Delegates to a theory and raises after `limit` drift calls (a crash mid-run)."""
-
-    def __init__(self, theory, limit):
-        self._theory, self._left = theory, limit
-
-    def __getattr__(self, name):
-        return getattr(self._theory, name)
-
-    def drift(self, z):
-        self._left -= 1
-        if self._left < 0:
-            raise KeyboardInterrupt("simulated crash")
-        return self._theory.drift(z)
 
 
 def test_checkpoint_resume_is_bitwise_identical(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from scipy.integrate import quad
 
 from fakes import double_gaussian_0d, ising_2d, phi4_lattice, quartic_0d
-from fakes_langevin import gaussian_fast, phi4_fast, quartic_fast
+from fakes_langevin import Interrupting, gaussian_fast, phi4_fast, quartic_fast
 from theoryc.runtime.langevin import SamplerError, run_langevin
 
 EXACT = json.loads((Path(__file__).resolve().parents[2] / "shared" / "reference" /
@@ -173,19 +173,6 @@ def test_runaway_chains_are_dropped_and_reported():
         run_langevin(quartic_fast(1.0, 1.0), n=5, chains=20, warmup=5, every=5, step=3.0,
                      scheme="em", seed=8, progress=False)
 
-
-class Interrupting:
-    def __init__(self, theory, limit):
-        self._theory, self._left = theory, limit
-
-    def __getattr__(self, name):
-        return getattr(self._theory, name)
-
-    def drift(self, z):
-        self._left -= 1
-        if self._left < 0:
-            raise KeyboardInterrupt("simulated crash")
-        return self._theory.drift(z)
 
 
 @pytest.mark.parametrize("scheme", ["bm", "mala"])
