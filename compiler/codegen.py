@@ -361,7 +361,9 @@ def group_by_coefficient(expr: sp.Expr, scalars: set) -> sp.Expr:
     by_coeff: dict = {}
     for rest, coeff in by_monomial.items():
         by_coeff.setdefault(sp.expand(coeff), []).append(rest)
-    return sp.Add(*[c * sp.Add(*rests) for c, rests in by_coeff.items() if c != 0])
+    # evaluate=False: SymPy would distribute a numeric coefficient over the sum again
+    return sp.Add(*[sp.Mul(c, sp.Add(*rests), evaluate=False) if c != 1 and len(rests) > 1
+                    else c * sp.Add(*rests) for c, rests in by_coeff.items() if c != 0])
 
 
 def inline_single_use(body: list[str], rolls: set[str]) -> list[str]:

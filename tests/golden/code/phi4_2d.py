@@ -29,7 +29,7 @@ def force(cfg):
     """dS/dphi at every site, shape of cfg."""
     phi = cfg[:, 0]
     tmp0 = 4*lambda_
-    return fill(-2*kappa*(torch.roll(phi, 1, 1) + torch.roll(phi, 1, 2) + torch.roll(phi, -1, 2) + torch.roll(phi, -1, 1)) + phi**3*tmp0 + phi*(2 - tmp0), cfg[:, 0]).unsqueeze(1)
+    return fill((-2*kappa)*(torch.roll(phi, 1, 1) + torch.roll(phi, 1, 2) + torch.roll(phi, -1, 2) + torch.roll(phi, -1, 1)) + phi**3*tmp0 + phi*(2 - tmp0), cfg[:, 0]).unsqueeze(1)
 
 def drift(cfg):
     """-dS/dphi, the Langevin drift."""
