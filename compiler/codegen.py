@@ -257,16 +257,13 @@ class ModuleWriter:
                 body.append(f"{self.namer.name(sym, sym.name)} = {self.code(e)}")
         lines, results = self.cse_lines(exprs, temps)
         body += lines
-        first = self.field_ref(0)
-        parts = [f"fill({self.code(r)}, {first})" for r in results]
+        # every field has the lattice's shape, so field 0 shows the shape of each field's force
+        parts = [f"fill({self.code(r)}, cfg[:, 0])" for r in results]
         if len(parts) == 1:
             body.append(f"return {parts[0]}.unsqueeze(1)")
         else:
             body.append(f"return torch.stack([{', '.join(parts)}], 1)")
         return self.function("force(cfg)", "dS/dphi at every site, shape of cfg.", body)
-
-    def field_ref(self, f: int) -> str:
-        return "cfg[:, 0]"
 
     def drift(self) -> str:
         doc = ("-dS/dz: holomorphic for a complex action, to evaluate on complexified fields."

@@ -45,7 +45,7 @@ def compile(name_or_path, overrides: dict | None = None) -> CompileResult:
 
 def compile_bytes(data: bytes, filename: str, overrides: dict | None = None) -> CompileResult:
     from .compiler import cache
-    overrides = {k: format_value(v) for k, v in (overrides or {}).items()}
+    overrides = as_text(overrides)
     key = cache.cache_key(data.decode("utf-8", errors="replace"), overrides)
     path = cache.cached_path(key)
     if path.is_file():
@@ -59,9 +59,13 @@ def emit(name_or_path, overrides: dict | None = None, what: str = "python") -> s
     """The generated Python module, or the derived SymPy expressions, as text."""
     from .compiler.pipeline import compile_text
     data, filename = read_theory(name_or_path)
-    overrides = {k: format_value(v) for k, v in (overrides or {}).items()}
+    overrides = as_text(overrides)
     compiled = compile_text(data, filename, overrides)
     return compiled.code if what == "python" else compiled.ir.describe()
+
+
+def as_text(overrides: dict | None) -> dict[str, str]:
+    return {k: format_value(v) for k, v in (overrides or {}).items()}
 
 
 def format_value(v) -> str:
