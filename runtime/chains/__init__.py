@@ -1,0 +1,1 @@
+"""Markov-chain samplers: kernels (init, step) and the one driver that runs them all."""

@@ -1,0 +1,1 @@
+"""Figures of ensembles, models and training runs (matplotlib, Agg backend)."""

@@ -1,0 +1,1 @@
+"""File I/O: atomic writes, streamed ensembles, checkpoints, model files."""

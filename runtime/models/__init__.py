@@ -1,0 +1,1 @@
+"""Generative models (flows, autoregressive networks, diffusion) and the one trainer."""
