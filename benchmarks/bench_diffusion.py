@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fakes import double_gaussian_0d, phi4_lattice  # noqa: E402
 
-from theoryc.runtime.diffusion import sample_diffusion, train_diffusion  # noqa: E402
+from theoryc.runtime.models.diffusion import sample_diffusion, train_diffusion  # noqa: E402
 
 
 def bench(label, theory, data, *, flavour, steps, batch, n_sample, sample_steps, solver, device):

@@ -19,7 +19,7 @@ import fakes  # noqa: E402
 import fakes_flow  # noqa: E402
 
 from theoryc.runtime.neural_mcmc import sample_flow  # noqa: E402
-from theoryc.runtime.variational import train_flow  # noqa: E402
+from theoryc.runtime.models.variational import train_flow  # noqa: E402
 
 
 def steps_per_second(theory, steps, batch_size, device, **arch):

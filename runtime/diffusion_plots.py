@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .diffusion import DiffusionModel  # noqa: E402
+from theoryc.runtime.models.diffusion import DiffusionModel  # noqa: E402
 
 DEFAULT_TAUS = (None, 0.05, 0.1, 0.2, 0.4, 1.0)     # None: the model's t_eps (end of generation)
 

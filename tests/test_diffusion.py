@@ -16,10 +16,10 @@ import torch
 
 from fakes import double_gaussian_0d, phi4_lattice, quartic_0d
 from test_sde import exact_double_gaussian
-from theoryc.runtime.diffusion import (EnergyPotential, build_model, load_model, sample_diffusion,
+from theoryc.runtime.models.diffusion import (EnergyPotential, build_model, load_model, sample_diffusion,
                                        save_model, tabulated_schedule, tabulate_schedule,
                                        train_diffusion)
-from theoryc.runtime.sde import cumulants_with_errors
+from theoryc.runtime.models.sde import cumulants_with_errors
 
 from conftest import REFERENCE
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import fakes
-from theoryc.runtime.flow import build_flow, checkerboard
+from theoryc.runtime.models.flow import build_flow, checkerboard
 from theoryc.runtime.neural_mcmc import sample_flow, tau_int
-from theoryc.runtime.variational import load_model, save_model, train_flow
+from theoryc.runtime.models.variational import load_model, save_model, train_flow
 
 SHAPES = [(1,), (3,), (1, 6), (2, 3, 4), (1, 4, 4), (1, 2, 2, 2)]   # 0-d, 1-d, 2 fields, 2-d, 3-d
 

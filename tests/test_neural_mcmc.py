@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fakes
-from theoryc.runtime.flow import build_flow
+from theoryc.runtime.models.flow import build_flow
 from theoryc.runtime.neural_mcmc import (expected_imh_acceptance, free_energy, imh_chain,
                                          kish_ess, log_z_estimate, sample_flow, tau_int)
 

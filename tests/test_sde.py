@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fakes import ve_schedule, vp_schedule
-from theoryc.runtime.sde import (check_cumulant_laws, cumulants_with_errors, integrate_reverse,
+from theoryc.runtime.models.sde import (check_cumulant_laws, cumulants_with_errors, integrate_reverse,
                                  perturb, predicted_cumulants, prior_sample, sample_cumulants)
 
 MU0, S0 = 1.0, 0.25

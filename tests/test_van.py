@@ -8,8 +8,8 @@ import torch
 
 import fakes
 from theoryc.runtime.neural_mcmc import sample_flow, tau_int
-from theoryc.runtime.van import VAN, is_spin_flip
-from theoryc.runtime.variational import load_model, save_model, train_flow
+from theoryc.runtime.models.van import VAN, is_spin_flip
+from theoryc.runtime.models.variational import load_model, save_model, train_flow
 
 
 def all_spin_configs(shape, dtype=torch.float64):

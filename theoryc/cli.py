@@ -168,13 +168,13 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         run = run_langevin(target, **opts)
     elif sampler == "flow":
         from .runtime.neural_mcmc import sample_flow
-        from .runtime.variational import load_model
+        from .runtime.models.variational import load_model
         model_payload(need_model(model_path), ("flow", "van"))
         model = load_model(model_path, device=device)
         check_model_theory(model_path, getattr(model, "meta", {}), th)
         run = sample_flow(th, model, n, metropolis=not no_metropolis, **common)
     else:
-        from .runtime.diffusion import load_model, sample_diffusion
+        from .runtime.models.diffusion import load_model, sample_diffusion
         model = load_diffusion(need_model(model_path), th, device)
         run = sample_diffusion(model, n, solver=solver, **({"steps": steps} if steps else {}), **common)
     write(th, target, run, sampler, seed, output)
@@ -220,7 +220,7 @@ def read_ensemble_file(path, configs: bool = True):
 
 
 def load_diffusion(path, th, device):
-    from .runtime.diffusion import load_model
+    from .runtime.models.diffusion import load_model
     payload_schedule = model_payload(path, ("diffusion",)).get("schedule_name")
     schedule = th.schedules.get(payload_schedule)
     model = load_model(path, schedule=schedule, device=device)
@@ -231,7 +231,7 @@ def load_diffusion(path, th, device):
 def energy_potential(path, th, device):
     """An energy-based diffusion model's learned energy at small t, as a theory MCMC can sample
     (the seed's "MCMC-EBM")."""
-    from .runtime.diffusion import EnergyPotential
+    from .runtime.models.diffusion import EnergyPotential
     model = load_diffusion(path, th, device)
     if model.flavour != "energy":
         raise UserError(f"{path} is a score-based model; MCMC needs an energy: train with --flavour energy")
@@ -286,13 +286,13 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
     if lr:
         opts["lr"] = lr
     if kind == "flow":
-        from .runtime.variational import save_model, train_flow
+        from .runtime.models.variational import save_model, train_flow
         configs = read_configs(data) if data else None
         arch = {k: v for k, v in (("n_layers", layers), ("hidden", hidden), ("anneal", anneal)) if v is not None}
         model = train_flow(th, data=configs, **arch, **opts)
         save_model(model, output, {"theory_name": th.name, "theory_source": th.source, "params": th.params})
     else:
-        from .runtime.diffusion import save_model, train_diffusion
+        from .runtime.models.diffusion import save_model, train_diffusion
         if not data:
             raise UserError("a diffusion model learns from data: --data ENSEMBLE.h5 (see 'theoryc sample')")
         if not th.schedules:
@@ -366,11 +366,11 @@ def plot_ensemble_file(path, target):
 def plot_model_file(path, target):
     kind = model_payload(path, ("diffusion", "flow", "van"))["kind"]
     if kind == "diffusion":
-        from .runtime.diffusion import load_model
+        from .runtime.models.diffusion import load_model
         from .runtime.diffusion_plots import plot_model
         plot_model(load_model(path), target)
     else:
-        from .runtime.variational import load_model
+        from .runtime.models.variational import load_model
         from .runtime.plots import plot_training
         plot_training(load_model(path), target)
 

@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_replace, load_checkpoint, save_checkpoint
-from .ensemble import SamplerRun
-from .networks import build_network
-from .sde import SOLVERS, integrate_reverse, prior_sample
-from .theory import Schedule
+from theoryc.runtime.checkpoint import atomic_replace, load_checkpoint, save_checkpoint
+from theoryc.runtime.ensemble import SamplerRun
+from theoryc.runtime.models.networks import build_network
+from theoryc.runtime.models.sde import SOLVERS, integrate_reverse, prior_sample
+from theoryc.runtime.theory import Schedule
 
 Tensor = torch.Tensor
 FLAVOURS = ("score", "energy")
