@@ -81,7 +81,7 @@ class ObservableRef:
 class AverageOf:
     """<expr> in an estimate; `key` is its canonical text, used to name the averaged input."""
     expr: "Node"
-    key: str
+    key: str                   # canonical text (dsl/printer.py), never copied from the file
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from . import ast
 from . import checked as C
 from .errors import Span, TheoryError, did_you_mean
+from .printer import show
 
 FUNCTIONS = ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "abs", "re", "im",
              "conj")
@@ -295,7 +296,8 @@ class Checker:
                 fail(m.field.span, f"field '{m.field.id}' is mapped twice in one symmetry")
             seen.add(idx)
             maps.append((idx, self.expr(m.expr, Scope("symmetry"))))
-        return C.SymmetryDecl(tuple(maps), self.text(st.span).removeprefix("symmetry").strip(), st.span)
+        text = ", ".join(f"{m.field.id} -> {show(m.expr)}" for m in st.maps)
+        return C.SymmetryDecl(tuple(maps), text, st.span)
 
     def schedule(self, st: ast.Schedule) -> C.ScheduleDecl:
         local_values: dict = {}
@@ -431,7 +433,7 @@ class Checker:
             fail(e.span, "an average <...> can only appear in an estimate",
                  "observables and the action are per configuration.")
         inner = self.expr(e.expr, Scope("average", observables=scope.observables))
-        return C.AverageOf(inner, "<" + " ".join(self.text(e.expr.span).split()) + ">")
+        return C.AverageOf(inner, show(e))
 
     def call(self, e: ast.Call, scope: Scope) -> C.Node:
         f = e.func.id
@@ -545,15 +547,6 @@ class Checker:
                  "shift by directions: x + mu.")
         fail(base.span, f"unbound index '{base.id}'",
              did_you_mean(base.id, list(scope.bound)) or f"bind it with sum({base.id})[ ... ] over directions.")
-
-    def text(self, span: Span) -> str:
-        lines = self.source.splitlines()
-        if span.line == span.end_line:
-            return lines[span.line - 1][span.column - 1:span.end_column - 1]
-        parts = [lines[span.line - 1][span.column - 1:]]
-        parts += lines[span.line:span.end_line - 1]
-        parts.append(lines[span.end_line - 1][:span.end_column - 1])
-        return "\n".join(parts)
 
 
 def additive_terms(e: ast.Expr) -> list[tuple[int, ast.Expr]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -33,17 +34,20 @@ class TheoryError(Exception):
         return self
 
     def format(self) -> str:
+        filename, message, hint = printable(self.filename), printable(self.message), printable(self.hint)
         if self.span is None:
-            head = f"{self.kind} in '{self.filename}':"
-            return "\n".join(filter(None, [head, "  " + self.message, hint_line(self.hint)]))
-        line_text = source_line(self.source, self.span.line)
+            head = f"{self.kind} in '{filename}':"
+            return "\n".join(filter(None, [head, "  " + message, hint_line(hint)]))
+        raw = source_line(self.source, self.span.line)
+        line_text = printable(raw)
+        start = len(printable(raw[:self.span.column - 1]))        # escapes widen the line
         width = 1
         if self.span.end_line == self.span.line:
-            width = max(1, self.span.end_column - self.span.column)
-        caret = " " * (self.span.column - 1) + "^" * min(width, max(1, len(line_text) - self.span.column + 1))
-        head = f"{self.kind} in '{self.filename}', line {self.span.line}, column {self.span.column}:"
-        body = [head, f"  {self.span.line:>3} | {line_text}", f"      | {caret}", "  " + self.message]
-        return "\n".join(filter(None, body + [hint_line(self.hint)]))
+            width = max(1, len(printable(raw[self.span.column - 1:self.span.end_column - 1])))
+        caret = " " * start + "^" * min(width, max(1, len(line_text) - start))
+        head = f"{self.kind} in '{filename}', line {self.span.line}, column {self.span.column}:"
+        body = [head, f"  {self.span.line:>3} | {line_text}", f"      | {caret}", "  " + message]
+        return "\n".join(filter(None, body + [hint_line(hint)]))
 
     def __str__(self) -> str:
         return self.format()
@@ -53,10 +57,30 @@ def hint_line(hint: str) -> str:
     return f"  Hint: {hint}" if hint else ""
 
 
+def source_lines(source: str) -> list[str]:
+    """The lines of a source as the lexer counts them: only '\n' ends a line (a form feed, a lone
+    '\r', U+0085 or U+2028 does not), and the '\r' of a '\r\n' belongs to the line end. Every
+    place that quotes or scans source text by line uses this, so line numbers always agree."""
+    return [line[:-1] if line.endswith("\r") else line for line in source.split("\n")]
+
+
 def source_line(source: str, line: int) -> str:
-    lines = source.splitlines()
-    text = lines[line - 1] if 0 < line <= len(lines) else ""
-    return text.replace("\t", " ")
+    lines = source_lines(source)
+    return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def printable(text: str) -> str:
+    """Text that is safe to send to a terminal: a tab becomes a space, and control and format
+    characters (ESC, BEL, bidirectional overrides, line separators, ...) are shown escaped."""
+    out = []
+    for ch in text:
+        if ch == "\t":
+            out.append(" ")
+        elif unicodedata.category(ch)[0] in "CZ" and ch != " ":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def did_you_mean(name: str, candidates) -> str:

@@ -9,7 +9,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
-from .errors import Span, TheoryError
+from .errors import Span, TheoryError, source_lines
 
 GRAMMAR = Path(__file__).with_name("theory.lark")
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
@@ -178,6 +178,7 @@ def read_text(data: bytes | str) -> str:
             raise TheoryError(Span.point(line, col), "the file is not UTF-8 text",
                               "a .theory file is plain text; is this the right file?",
                               kind="Syntax error") from None
+    text = text.removeprefix("\ufeff")        # a UTF-8 byte-order mark is not part of the text
     if "\x00" in text:
         at = text.index("\x00")
         line, col = text[:at].count("\n") + 1, at - (text.rfind("\n", 0, at) + 1) + 1
@@ -213,7 +214,7 @@ PYTHON_WORDS = {"lambda", "import", "from", "def", "class", "exec", "eval", "ret
 
 def python_word_near(text: str, line: int, col: int) -> str | None:
     """A Python keyword at, or just before, the error position."""
-    lines = text.splitlines()
+    lines = source_lines(text)
     if not 0 < line <= len(lines):
         return None
     before = lines[line - 1][:col - 1].split()
@@ -242,7 +243,7 @@ def syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
 def open_bracket_before_statement(text: str, line: int) -> TheoryError | None:
     """A line that starts a statement while a bracket of an earlier line is still open: the
     bracket is the mistake, not the statement word the parser stumbles on."""
-    lines = text.splitlines()
+    lines = source_lines(text)
     words = lines[line - 1].split() if line <= len(lines) else []
     if not words or not lines[line - 1][0].isalpha() or words[0] not in STATEMENT_WORDS:
         return None
@@ -296,7 +297,7 @@ def describe_syntax_error(err: UnexpectedInput, text: str) -> TheoryError:
 
 def juxtaposition_hint(text: str, line: int, col: int, tok) -> str:
     """Hints for the usual slips: 2x, x**2, sum(x) phi(x) without brackets."""
-    lines = text.splitlines()
+    lines = source_lines(text)
     before = lines[line - 1][:col - 1].rstrip() if 0 < line <= len(lines) else ""
     if tok.type == "STAR" and before.endswith("*"):
         return "powers are written with ^: x^2."
@@ -313,7 +314,7 @@ def juxtaposition_hint(text: str, line: int, col: int, tok) -> str:
 def unclosed_brace(text: str) -> TheoryError | None:
     """A schedule's '{' still open at the end of the file."""
     depth, last = 0, None
-    for number, content in enumerate(text.splitlines(), start=1):
+    for number, content in enumerate(source_lines(text), start=1):
         for column, ch in enumerate(content.split("#")[0], start=1):
             if ch == "{":
                 depth, last = depth + 1, (number, column)

@@ -23,8 +23,14 @@ def test_language_md_has_the_documented_examples():
     assert {"phi4_2d", "phi4_0d", "complex_quartic", "double_gaussian", "ising_2d"} <= set(EXAMPLES)
 
 
+# Examples of LANGUAGE.md whose language features are still open issues.
+PENDING = {"u1_2d": "issue 10: link fields, gauge, let, sum(mu < nu), wrap",
+           "xy_2d": "issue 10: angle fields"}
+
+
 @needs_language_md
-@pytest.mark.parametrize("name", sorted(EXAMPLES) or ["none"])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=True))
+                                  if n in PENDING else n for n in sorted(EXAMPLES)] or ["none"])
 def test_every_language_md_example_compiles(name):
     theory = load(EXAMPLES[name], name)
     assert theory.name == name
@@ -41,7 +47,7 @@ def test_phi4_2d_example_declares_what_the_text_lists():
     assert theory.field_kinds == ("real",) and not theory.is_complex
     assert theory.params == {"L": 32, "kappa": 0.21, "lambda": 0.022}
     assert theory.observable_names == ("M", "phi2")
-    assert list(theory.estimates) == ["chi2", "U_L"]
+    assert list(theory.estimates) == ["chi2", "chi2_abs", "U_L"]
     assert list(theory.schedules) == ["ve", "vp"]
     assert len(theory.symmetries) == 1
 
@@ -51,7 +57,7 @@ def test_set_L_resizes_the_lattice():
     theory = load(EXAMPLES["phi4_2d"], "phi4_2d", L=8)
     assert theory.lattice == (8, 8) and theory.volume == 64
     obs = {"M": torch.tensor([0.5, -0.5], dtype=torch.float64)}
-    chi2 = theory.estimates["chi2"]
+    chi2 = theory.estimates["chi2_abs"]
     inputs = theory.estimate_inputs(obs)
     means = [inputs[k].mean() for k in chi2.inputs]
     # volume * (<M^2> - <|M|>^2) = 64 * (0.25 - 0.25): the volume follows L
