@@ -294,9 +294,12 @@ def test_phi4_2d_action_observables_and_estimates_by_hand():
     torch.testing.assert_close(inputs["<M^2>"], m**2)
     torch.testing.assert_close(inputs["<abs(M)>"], m.abs())
     torch.testing.assert_close(inputs["<M^4>"], m**4)
+    torch.testing.assert_close(inputs["<M>"], m)
     means = {k: v.mean() for k, v in inputs.items()}
-    chi2, u_l = theory.estimates["chi2"], theory.estimates["U_L"]
+    chi2, chi2_abs, u_l = (theory.estimates[k] for k in ("chi2", "chi2_abs", "U_L"))
     got = chi2.fn([means[k] for k in chi2.inputs])
+    assert float(got) == pytest.approx(16 * (means["<M^2>"] - means["<M>"] ** 2).item(), rel=1e-13)
+    got = chi2_abs.fn([means[k] for k in chi2_abs.inputs])
     assert float(got) == pytest.approx(16 * (means["<M^2>"] - means["<abs(M)>"] ** 2).item(), rel=1e-13)
     got = u_l.fn([means[k] for k in u_l.inputs])
     assert float(got) == pytest.approx(1 - (means["<M^4>"] / (3 * means["<M^2>"] ** 2)).item(), rel=1e-13)
