@@ -14,6 +14,7 @@ class CompileResult:
     path: Path          # the generated module
     key: str
     cached: bool
+    code: str           # its text, verified (compiler/verify.py)
 
 
 def shipped_theories() -> list[str]:
@@ -21,14 +22,23 @@ def shipped_theories() -> list[str]:
     return sorted(p.name[:-len(".theory")] for p in folder.iterdir() if p.name.endswith(".theory"))
 
 
+MAX_FILE_BYTES = 1_000_000
+
+
 def read_theory(name_or_path: str | Path) -> tuple[bytes, str]:
-    """The bytes of a .theory file given as a path, or the name of a shipped theory."""
+    """The bytes of a .theory file given as a path, or the name of a shipped theory (an
+    identifier: a name such as '../x' never reaches outside the shipped folder)."""
     path = Path(name_or_path)
     if path.is_file():
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise TheoryError(None, f"the file is larger than {MAX_FILE_BYTES // 1000} kB",
+                              "a .theory file is a short text; is this the right file?",
+                              kind="Error").located(str(path), "")
         return path.read_bytes(), str(path)
-    shipped = resources.files("theoryc.theories") / f"{name_or_path}.theory"
-    if shipped.is_file():
-        return shipped.read_bytes(), f"{name_or_path}.theory"
+    if str(name_or_path).isidentifier():
+        shipped = resources.files("theoryc.theories") / f"{name_or_path}.theory"
+        if shipped.is_file():
+            return shipped.read_bytes(), f"{name_or_path}.theory"
     from .dsl.errors import did_you_mean
     names = shipped_theories()
     hint = did_you_mean(str(name_or_path), names) or f"shipped theories: {', '.join(names)}."
@@ -47,12 +57,12 @@ def compile_bytes(data: bytes, filename: str, overrides: dict | None = None) -> 
     from .compiler import cache
     overrides = as_text(overrides)
     key = cache.cache_key(data.decode("utf-8", errors="replace"), overrides)
-    path = cache.cached_path(key)
-    if path.is_file():
-        return CompileResult(path, key, True)
+    code = cache.fetch(key)
+    if code is not None:
+        return CompileResult(cache.cached_path(key), key, True, code)
     from .compiler.pipeline import compile_text
     compiled = compile_text(data, filename, overrides)
-    return CompileResult(cache.store(key, compiled.code), key, False)
+    return CompileResult(cache.store(key, compiled.code), key, False, compiled.code)
 
 
 def emit(name_or_path, overrides: dict | None = None, what: str = "python") -> str:
@@ -91,9 +101,10 @@ def load_text(text: str, filename: str = "<text>", **params) -> "CompiledTheory"
 
 
 def load_bytes(data: bytes, filename: str, **params) -> "CompiledTheory":
-    from .compiler.cache import import_module
+    from .compiler.cache import import_code
     result = compile_bytes(data, filename, params)
-    return CompiledTheory(import_module(result.path), data.decode("utf-8"), result.path)
+    return CompiledTheory(import_code(result.key, result.code, result.path), data.decode("utf-8"),
+                          result.path)
 
 
 class CompiledTheory:
