@@ -323,7 +323,7 @@ def check_mcmc_on_learnt_energy(model, theory):
     """MCMC-EBM: HMC on E(x, y, t_eps). It must sample exp(-E) itself (against 2-d quadrature of
     exp(-E), 4 sigma of the chain-mean error + 0.5 % grid allowance), and exp(-E) must be close to
     the exact weight: 5 % (the seed's MCMC-EBM scatter between trained models is 2-3 %)."""
-    from theoryc.runtime.diffusion_plots import energy_surface
+    from theoryc.runtime.figures.diffusion import energy_surface
     from theoryc.runtime.hmc import run_hmc
     pot = EnergyPotential(model, theory)
     hmc = run_hmc(pot, n=400, chains=64, warmup=200, seed=6, progress=False)
@@ -349,7 +349,7 @@ def check_mcmc_on_learnt_energy(model, theory):
 # ------------------------------------------------------------------ figures
 
 def test_effective_action_of_the_gaussian_model_is_quadratic():
-    from theoryc.runtime.diffusion_plots import effective_action
+    from theoryc.runtime.figures.diffusion import effective_action
     theory = double_gaussian_0d()
     model = build_model(theory, torch.randn(500, 1, dtype=torch.float64),
                         schedule=theory.schedules["ve"], dtype=torch.float64)
@@ -362,7 +362,7 @@ def test_effective_action_of_the_gaussian_model_is_quadratic():
 
 
 def test_curl_vanishes_for_the_energy_model_not_for_the_score_model(tmp_path):
-    from theoryc.runtime.diffusion_plots import curl_of_score, plot_model, score_field
+    from theoryc.runtime.figures.diffusion import curl_of_score, plot_model, score_field
     theory = quartic_0d()
     data = torch.complex(torch.randn(300, 1), 0.4 * torch.randn(300, 1))
     xs = ys = np.linspace(-2, 2, 41)

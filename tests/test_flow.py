@@ -7,7 +7,8 @@ import torch
 
 import fakes
 from theoryc.runtime.models.flow import build_flow, checkerboard
-from theoryc.runtime.neural_mcmc import sample_flow, tau_int
+from theoryc.runtime.neural_mcmc import sample_flow
+from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.models.variational import load_model, save_model, train_flow
 
 SHAPES = [(1,), (3,), (1, 6), (2, 3, 4), (1, 4, 4), (1, 2, 2, 2)]   # 0-d, 1-d, 2 fields, 2-d, 3-d
@@ -79,7 +80,7 @@ def test_free_field_phi2_from_independent_metropolis(free_field_flow):
     theory, model = free_field_flow
     run = sample_flow(theory, model, 4000, seed=1, progress=False)
     phi2 = theory.observables(run.configs[0])["phi2"].numpy()
-    error = phi2.std() * math.sqrt(2 * tau_int(phi2) / len(phi2))
+    error = phi2.std() * math.sqrt(2 * gamma_method(phi2).tau_int / len(phi2))
     exact_phi2, exact_log_z = exact_free_field((4, 4), 0.2)
     assert abs(phi2.mean() - exact_phi2) < 3 * error
     assert run.summary["acceptance"] > 0.3   # the training did something: untrained is ~0.02
@@ -153,7 +154,7 @@ def test_compiled_free_field(free_field_flow):
     assert torch.allclose(compiled.action(x), fake.action(x), rtol=1e-12)
     run = sample_flow(compiled, model, 4000, seed=3, progress=False)
     phi2 = (run.configs[0] ** 2).flatten(1).mean(1).numpy()
-    error = phi2.std() * math.sqrt(2 * tau_int(phi2) / len(phi2))
+    error = phi2.std() * math.sqrt(2 * gamma_method(phi2).tau_int / len(phi2))
     assert abs(phi2.mean() - exact_free_field((4, 4), 0.2)[0]) < 3 * error
     trained = train_flow(compiled, steps=20, batch_size=16, n_layers=2, hidden=4, progress=False)
     assert np.isfinite(trained.meta["history"]["free_energy"]).all()
@@ -171,7 +172,7 @@ def test_double_gaussian_0d():
     log_z = run.summary["log_z"]
     assert abs(log_z["mean"] - math.log(2 * math.sqrt(2 * math.pi) * 0.25)) < 3 * log_z["error"]
     x2 = run.configs[0, :, 0].numpy() ** 2
-    error = x2.std() * math.sqrt(2 * tau_int(x2) / len(x2))
+    error = x2.std() * math.sqrt(2 * gamma_method(x2).tau_int / len(x2))
     assert abs(x2.mean() - 1.0625) < 3 * error
 
 

@@ -10,7 +10,10 @@ import torch
 
 import fakes
 from theoryc.runtime import hmc
-from theoryc.runtime.analysis import cumulants, derived, gamma_method, summarize
+from theoryc.runtime.stats.cumulants import cumulants
+from theoryc.runtime.stats.estimates import derived
+from theoryc.runtime.stats.gamma import gamma_method
+from theoryc.runtime.stats.summary import summarize
 from theoryc.runtime.ensemble import SamplerError, read_ensemble, write_ensemble
 from theoryc.runtime.hmc import run_hmc
 from theoryc.runtime.measure import estimate_input_series, measure_observables

@@ -12,8 +12,10 @@ import torch
 
 import fakes
 from theoryc.runtime.models.flow import build_flow
-from theoryc.runtime.neural_mcmc import (expected_imh_acceptance, free_energy, imh_chain,
-                                         kish_ess, log_z_estimate, sample_flow, tau_int)
+from theoryc.runtime.neural_mcmc import imh_chain, sample_flow
+from theoryc.runtime.stats.gamma import gamma_method
+from theoryc.runtime.stats.reweighting import (expected_imh_acceptance, free_energy, kish_ess,
+                                               log_z_estimate)
 
 
 def test_kish_ess_simple_cases():
@@ -30,17 +32,6 @@ def test_imh_chain_by_hand():
     assert accepted.tolist() == [True, False, True, True]
 
 
-def test_tau_int_of_ar1():
-    """AR(1) with coefficient rho has tau_int = (1 + rho) / (2 (1 - rho)) = 1.5 for rho = 0.5."""
-    rng = np.random.default_rng(0)
-    x = np.zeros(200_000)
-    noise = rng.normal(size=x.size)
-    for i in range(1, x.size):
-        x[i] = 0.5 * x[i - 1] + noise[i]
-    assert tau_int(x) == pytest.approx(1.5, rel=0.05)
-    assert tau_int(rng.normal(size=10_000)) == pytest.approx(0.5, abs=0.05)
-
-
 @pytest.fixture(scope="module")
 def gaussian_runs():
     theory = fakes.gaussian_0d(mass2=2.0)
@@ -54,7 +45,7 @@ def test_metropolis_chain_is_exact(gaussian_runs):
     chain, _ = gaussian_runs
     assert chain.kind == "markov" and chain.configs.shape == (1, 40_000, 1)
     x2 = chain.configs[0, :, 0].numpy() ** 2
-    error = x2.std() * math.sqrt(2 * tau_int(x2) / len(x2))
+    error = x2.std() * math.sqrt(2 * gamma_method(x2).tau_int / len(x2))
     assert abs(x2.mean() - 0.5) < 3 * error
     assert chain.stats["accepted"].mean() == pytest.approx(chain.summary["acceptance"], abs=1e-4)
 
@@ -76,7 +67,7 @@ def test_expected_acceptance_matches_the_chain(gaussian_runs):
     blocks = [expected_imh_acceptance(b) for b in np.array_split(weighted.log_weights[0], 10)]
     estimate, estimate_error = np.mean(blocks), np.std(blocks) / math.sqrt(10)
     acc = chain.stats["accepted"][0]
-    error = acc.std() * math.sqrt(2 * tau_int(acc) / len(acc))
+    error = acc.std() * math.sqrt(2 * gamma_method(acc).tau_int / len(acc))
     assert abs(estimate - chain.summary["acceptance"]) < 3 * math.hypot(error, estimate_error)
 
 

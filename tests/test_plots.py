@@ -7,7 +7,8 @@ import torch
 from fakes_langevin import phi4_fast, quartic_fast
 from theoryc.runtime.complex_langevin import run_complex_langevin
 from theoryc.runtime.langevin import run_langevin
-from theoryc.runtime.plots import autocorrelation, drift_on_grid, plot_ensemble
+from theoryc.runtime.figures.ensemble import drift_on_grid, plot_ensemble
+from theoryc.runtime.stats.gamma import normalised_autocorrelation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,7 +47,7 @@ def test_autocorrelation_of_ar1_is_geometric():
     noise = rng.normal(size=(chains, n))
     for t in range(1, n):
         x[:, t] = a * x[:, t - 1] + noise[:, t]
-    acf = autocorrelation(x[:, 100:], 5)
+    acf = normalised_autocorrelation(x[:, 100:], 5)
     np.testing.assert_allclose(acf, a ** np.arange(6), atol=0.01)
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import fakes
-from theoryc.runtime.neural_mcmc import sample_flow, tau_int
+from theoryc.runtime.neural_mcmc import sample_flow
+from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.models.van import VAN, is_spin_flip
 from theoryc.runtime.models.variational import load_model, save_model, train_flow
 
@@ -97,7 +98,7 @@ def check_ising(L, steps, n_samples):
     assert run.summary["ess"] > 0.3                          # the error estimate is trustworthy
     # The Metropolis chain reproduces the exact energy <S> (by enumeration / finite difference).
     action = run.stats["action"][0]
-    error = action.std() * math.sqrt(2 * tau_int(action) / len(action))
+    error = action.std() * math.sqrt(2 * gamma_method(action).tau_int / len(action))
     h = 1e-5
     exact_action = -0.44 * (exact_ising_log_z(L, 0.44 + h) - exact_ising_log_z(L, 0.44 - h)) / (2 * h)
     assert abs(action.mean() - exact_action) < 3 * error

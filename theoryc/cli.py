@@ -321,7 +321,7 @@ def read_configs(path):
 @friendly
 def measure(ensemble, as_json, cumulants):
     """Means, errors and autocorrelation times of observables; estimates; cumulants."""
-    from .runtime.analysis import format_summary, summarize
+    from .runtime.stats.summary import format_summary, summarize
     from .runtime.measure import estimate_input_series
     ens = read_ensemble_file(ensemble, configs=False)
     th = theory_of(ens)
@@ -357,7 +357,7 @@ def plot(inputs, output):
 
 
 def plot_ensemble_file(path, target):
-    from .runtime.plots import plot_ensemble
+    from .runtime.figures.ensemble import plot_ensemble
     ens = read_ensemble_file(path)
     th = theory_of(ens)
     plot_ensemble(ens, target, drift=th.drift if th is not None else None)
@@ -367,11 +367,11 @@ def plot_model_file(path, target):
     kind = model_payload(path, ("diffusion", "flow", "van"))["kind"]
     if kind == "diffusion":
         from .runtime.models.diffusion import load_model
-        from .runtime.diffusion_plots import plot_model
+        from .runtime.figures.diffusion import plot_model
         plot_model(load_model(path), target)
     else:
         from .runtime.models.variational import load_model
-        from .runtime.plots import plot_training
+        from .runtime.figures.training import plot_training
         plot_training(load_model(path), target)
 
 

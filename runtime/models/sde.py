@@ -16,12 +16,12 @@ laws below), so it is correct for VP (where f(1) ~ 0) and for VE with a finite s
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from theoryc.runtime.stats.cumulants import cumulant_table, cumulants_from_moments
 from theoryc.runtime.theory import Schedule
 
 Tensor = torch.Tensor
@@ -147,45 +147,19 @@ def _ode_step(score_fn, x, t, t_next, schedule, method):
 # Cumulants and the forward process's cumulant laws (seed: kappa_2(t) = kappa_2(0) f^2 + Xi(t),
 # kappa_n(t) = kappa_n(0) f^n for n > 2, to all orders, from the generating functional).
 
-def cumulants_from_moments(moments: list[Tensor]) -> list[Tensor]:
-    """kappa_1..kappa_n from raw moments mu_1..mu_n: kappa_n = mu_n - sum_{m<n} C(n-1,m-1) kappa_m mu_{n-m}."""
-    kappas: list[Tensor] = []
-    for n in range(1, len(moments) + 1):
-        k = moments[n - 1]
-        for m in range(1, n):
-            k = k - math.comb(n - 1, m - 1) * kappas[m - 1] * moments[n - m - 1]
-        kappas.append(k)
-    return kappas
-
-
 def sample_cumulants(x: Tensor, n_max: int = 8) -> Tensor:
     """kappa_1..kappa_{n_max} of the samples x (N,) (real or complex), in float64/complex128."""
     x = x.to(torch.complex128 if x.is_complex() else torch.float64)
-    moments = [(x**n).mean() for n in range(1, n_max + 1)]
-    return torch.stack(cumulants_from_moments(moments))
+    moments = [torch.ones((), dtype=x.dtype)] + [(x**n).mean() for n in range(1, n_max + 1)]
+    return torch.stack(cumulants_from_moments(moments)[1:])
 
 
 def cumulants_with_errors(x: Tensor, n_max: int = 8, blocks: int = 20):
-    """(kappa_1..kappa_n, jackknife errors) from `blocks` leave-one-block-out estimates.
-
-    Jackknife because cumulants are nonlinear in the moments; for complex x the error is
-    reported separately for the real and imaginary parts (as a complex number re_err + 1j im_err).
-    """
-    x = x.reshape(-1)
-    n = (x.shape[0] // blocks) * blocks
-    x = x[:n].reshape(blocks, -1).to(torch.complex128 if x.is_complex() else torch.float64)
-    block_moments = torch.stack([(x**k).mean(1) for k in range(1, n_max + 1)])   # (n_max, blocks)
-    full = torch.stack(cumulants_from_moments(list(block_moments.mean(1))))
-    loo = (block_moments.sum(1, keepdim=True) - block_moments) / (blocks - 1)
-    jack = torch.stack(cumulants_from_moments(list(loo)))                          # (n_max, blocks)
-    dev = jack - jack.mean(1, keepdim=True)
-
-    def err(d):
-        return ((blocks - 1) / blocks * (d**2).sum(1)).sqrt()
-
-    if full.is_complex():
-        return full, torch.complex(err(dev.real), err(dev.imag))
-    return full, err(dev)
+    """(kappa_1..kappa_n, jackknife errors) over `blocks` equal blocks of the samples x, as
+    tensors: runtime/stats/cumulants.py's routine. For complex x the error is re_err + 1j im_err."""
+    x = x.reshape(-1).detach().cpu()
+    table = cumulant_table(x.numpy(), n_max, block_size=x.shape[0] // blocks, min_blocks=blocks)
+    return torch.as_tensor(table.mean), torch.as_tensor(table.error)
 
 
 def predicted_cumulants(kappa0: Tensor, schedule: Schedule, t: float) -> Tensor:

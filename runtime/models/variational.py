@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from theoryc.runtime.models.flow import build_flow, flow_from_settings
-from theoryc.runtime.neural_mcmc import expected_imh_acceptance, kish_ess
+from theoryc.runtime.stats.reweighting import expected_imh_acceptance, kish_ess
 from theoryc.runtime.models.van import VAN, is_spin_flip, van_from_settings
 
 FLOW_DEFAULTS = dict(n_layers=16, hidden=16, depth=2, kernel=3, scale_bound=1.0)

@@ -8,7 +8,8 @@ never a file name, so it does not depend on the file reader:
   histogram (the seed talk's Figure 1);
 - otherwise, one row per observable (real and imaginary parts of a complex one separately):
   Monte Carlo history of a few chains, histogram over all chains, and the normalised
-  autocorrelation function averaged over chains.
+  autocorrelation function Gamma(t)/Gamma(0) with the Gamma method's tau_int (runtime/stats: the
+  same number `theoryc measure` prints).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from theoryc.runtime.stats.estimates import observable_stats  # noqa: E402
+from theoryc.runtime.stats.gamma import normalised_autocorrelation  # noqa: E402
+from theoryc.runtime.stats.summary import format_tau  # noqa: E402
 
 HISTORY_CHAINS = 4
 
@@ -46,7 +51,7 @@ def plot_ensemble(ensemble_like, path, *, drift: Callable | None = None,
     """Write a PNG (or any format matplotlib infers from `path`) describing the ensemble.
 
     ensemble_like: anything with `configs` (chains, n, *shape) and/or `observables`
-    {name: (chains, n)} as attributes or keys. drift: the CL drift, a callable taking a complex
+    {name: (chains, n)} (and optional `log_weights`) as attributes or keys. drift: the CL drift, a callable taking a complex
     tensor (batch, 1) (e.g. `theory.drift`) or an object with a `.drift`; used for 0-d complex
     ensembles. observables overrides those of the ensemble. Returns `path`.
     """
@@ -61,7 +66,7 @@ def plot_ensemble(ensemble_like, path, *, drift: Callable | None = None,
         series = _series(obs, configs)
         if not series:
             raise ValueError("nothing to plot: the ensemble has neither observables nor configs")
-        fig = observables_figure(series, max_lag)
+        fig = observables_figure(series, max_lag, _numpy(_get(ensemble_like, "log_weights")))
     if title:
         fig.suptitle(title)
     folder = os.path.dirname(os.fspath(path))
@@ -140,23 +145,15 @@ def _series(observables: Mapping, configs) -> dict[str, np.ndarray]:
     return series
 
 
-def autocorrelation(v: np.ndarray, max_lag: int) -> np.ndarray:
-    """Normalised autocorrelation Gamma(t)/Gamma(0) of (chains, n) data, averaged over chains
-    (deviations from the global mean; FFT, so O(n log n) per chain)."""
-    d = v - v.mean()
-    n = d.shape[1]
-    size = 1 << (2 * n - 1).bit_length()
-    f = np.fft.rfft(d, size, axis=1)
-    acov = np.fft.irfft(f * np.conj(f), size, axis=1)[:, : max_lag + 1].sum(0)
-    acov /= d.shape[0] * (n - np.arange(max_lag + 1))
-    return acov / acov[0] if acov[0] > 0 else np.zeros_like(acov)
-
-
-def observables_figure(series: Mapping[str, np.ndarray], max_lag: int | None = None):
+def observables_figure(series: Mapping[str, np.ndarray], max_lag: int | None = None,
+                       log_weights: np.ndarray | None = None):
+    """History, histogram and autocorrelation of each real (chains, n) series; the tau_int in the
+    title is the Gamma method's, the number `theoryc measure` prints (reweighted like it)."""
     rows = len(series)
     fig, axes = plt.subplots(rows, 3, figsize=(13, 2.6 * rows), squeeze=False)
     for row, (name, v) in zip(axes, series.items()):
-        v = v[np.isfinite(v).all(axis=1)]
+        finite = np.isfinite(v).all(axis=1)
+        v = v[finite]
         chains, n = v.shape
         hist_ax, acf_ax = row[1], row[2]
         for c in range(min(chains, HISTORY_CHAINS)):
@@ -167,39 +164,12 @@ def observables_figure(series: Mapping[str, np.ndarray], max_lag: int | None = N
                      color="C0", alpha=0.8)
         hist_ax.set(xlabel=name, ylabel="density", title=f"mean {v.mean():.5g}")
         lag = max(1, min(max_lag or 100, n // 2))
-        acf = autocorrelation(v, lag) if n > 1 else np.ones(1)
+        acf = normalised_autocorrelation(v, lag) if n > 1 else np.ones(1)
         acf_ax.plot(np.arange(acf.size), acf, marker=".", ms=3)
         acf_ax.axhline(0, color="k", lw=0.5)
-        tau = 0.5 + acf[1:].clip(min=0)[: _first_negative(acf)].sum() if acf.size > 1 else 0.5
-        acf_ax.set(xlabel="lag", ylabel="Gamma(t)/Gamma(0)", title=f"autocorrelation "
-                   f"(tau_int ~ {tau:.3g})")
+        lw = None if log_weights is None else log_weights[finite]
+        tau = observable_stats(v, lw).tau_int if n > 1 else 0.5
+        acf_ax.set(xlabel="lag", ylabel="Gamma(t)/Gamma(0)",
+                   title=f"autocorrelation (tau_int = {format_tau(tau)})")
     fig.tight_layout()
     return fig
-
-
-def _first_negative(acf: np.ndarray) -> int:
-    neg = np.flatnonzero(acf[1:] <= 0)
-    return int(neg[0]) if neg.size else acf.size - 1
-
-
-def plot_training(model, path) -> str:
-    """A flow's or VAN's training curves (from the model file's history): the variational free
-    energy F_q (an upper bound on -log Z), the effective sample size per sample and the expected
-    independent-Metropolis acceptance, against the training step."""
-    history = (getattr(model, "meta", {}) or {}).get("history", {}) or {}
-    steps = np.asarray(history.get("step", []))
-    curves = [(k, label) for k, label in (("free_energy", "F_q = E_q[S + log q]"), ("ess", "ESS per sample"),
-                                          ("acceptance", "Metropolis acceptance")) if len(history.get(k, []))]
-    if not curves or not len(steps):
-        raise ValueError("the model file holds no training history to plot")
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    for ax, (key, label) in zip(axes[0], curves):
-        ax.plot(steps, np.asarray(history[key], dtype=float), lw=1)
-        ax.set_xlabel("training step")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{getattr(model, 'kind', 'model')} training", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)

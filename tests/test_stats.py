@@ -1,4 +1,4 @@
-"""Error analysis against analytic results and brute-force resampling."""
+"""The statistics package (runtime/stats) against analytic results and brute-force resampling."""
 import json
 import math
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 from scipy.signal import lfilter
 
-from theoryc.runtime.analysis import (cumulants, cumulants_from_moments, derived,
-                                      format_summary, format_value_error, gamma_method,
-                                      observable_stats, summarize)
+from theoryc.runtime.stats.cumulants import cumulants, cumulants_from_moments
+from theoryc.runtime.stats.estimates import derived, observable_stats
+from theoryc.runtime.stats.gamma import gamma_method
+from theoryc.runtime.stats.summary import format_summary, format_value_error, summarize
 from theoryc.runtime.ensemble import Ensemble
 from theoryc.runtime.theory import Estimate
 
@@ -74,6 +75,17 @@ def test_gamma_method_replicas_of_different_lengths():
 def test_gamma_method_constant_series():
     r = gamma_method(np.full((2, 100), 3.0))
     assert (r.mean, r.error) == (3.0, 0.0)
+
+
+def test_gamma_method_tau_int_of_a_long_ar1():
+    """AR(1) with coefficient rho has tau_int = (1 + rho) / (2 (1 - rho)) = 1.5 for rho = 0.5."""
+    rng = np.random.default_rng(0)
+    x = np.zeros(200_000)
+    noise = rng.normal(size=x.size)
+    for i in range(1, x.size):
+        x[i] = 0.5 * x[i - 1] + noise[i]
+    assert gamma_method(x).tau_int == pytest.approx(1.5, rel=0.05)
+    assert gamma_method(rng.normal(size=10_000)).tau_int == pytest.approx(0.5, abs=0.05)
 
 
 # ----------------------------------------------------------------------- derived quantities
