@@ -59,7 +59,7 @@ def describe_lowered(name: str, low: Lowered) -> list[str]:
 def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     values = dict(theory.params)
     real_fields = not action_is_complex(theory)
-    symbols = Symbols(tuple(f.name for f in theory.fields), theory.dim, real_fields)
+    symbols = Symbols(tuple(f.name for f in theory.fields), theory.dim, real_fields, theory.lattice)
     lowerer = Lowerer(theory, symbols)
     action = lowerer.lower(theory.action)
     check_defined(action, theory.action_span, "the action")
@@ -68,12 +68,17 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
         holomorphy_check(theory.action, theory.action_span, "action")
     force = derive_force(symbols, action, len(theory.fields), theory.action_span)
     observables = []
+    params = set(symbols.params.values())
     for name, node in theory.observables:
         low = lowerer.lower(node)
         check_defined(low, theory.spans.get(f"observable {name}"), f"observable '{name}'")
         sym = sp.Symbol(name)
-        lowerer.observables[name] = sym
+        # A constant observable is used by later observables as its value: generated code then
+        # folds exp(c) of a constant instead of calling torch on a Python number.
+        constant = not low.reductions and low.expr.free_symbols <= params
+        lowerer.observables[name] = low.expr if constant else sym
         observables.append((name, sym, low))
+    lowerer.observables = {name: sym for name, sym, _ in observables}   # averages read obs[name]
     estimates = [(name, lowerer.lower(node).expr) for name, node in theory.estimates]
     for name, expr in estimates:
         check_defined(Lowered(expr, []), theory.spans.get(f"estimate {name}"), f"estimate '{name}'")

@@ -37,17 +37,29 @@ class Symbols:
     field_names: tuple[str, ...]
     dim: int
     real_fields: bool
+    extents: tuple[int, ...] = ()                      # the lattice; () leaves shifts as they are
     fields: dict = field(default_factory=dict)       # FieldSymbol -> sp.Symbol
     meaning: dict = field(default_factory=dict)      # sp.Symbol -> FieldSymbol
     params: dict = field(default_factory=dict)       # name -> sp.Symbol
 
     def at(self, f: int, shift: tuple[int, ...]) -> sp.Symbol:
-        key = FieldSymbol(f, tuple(shift))
+        key = FieldSymbol(f, self.wrapped(shift))
         if key not in self.fields:
             name = f"{self.field_names[f]}[{','.join(map(str, shift))}]" if self.dim else self.field_names[f]
             sym = sp.Symbol(name, real=True) if self.real_fields else sp.Symbol(name)
             self.fields[key], self.meaning[sym] = sym, key
         return self.fields[key]
+
+    def wrapped(self, shift) -> tuple[int, ...]:
+        """The shift as its representative in (-N/2, N/2] along each axis: on a periodic lattice
+        x + N e_k is x, so phi(x + mu) and phi(x - mu) are one site when N = 2."""
+        if not self.extents:
+            return tuple(shift)
+        out = []
+        for s, n in zip(shift, self.extents):
+            r = s % n
+            out.append(r - n if r > n // 2 else r)
+        return tuple(out)
 
     def param(self, name: str, value) -> sp.Symbol:
         if name not in self.params:

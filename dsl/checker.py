@@ -28,6 +28,11 @@ HINT = {"schedule": "inside a schedule the state is x and the time t.",
         "average": "an average is over observables: declare 'observable NAME = ...' and average <NAME>."}
 RESERVED = set(FUNCTIONS) | set(REDUCTIONS) | set(CONSTANTS)
 
+# Limits (README, "Limits"): what torch can hold and what SymPy can manipulate in bounded time.
+MAX_DIM = 8                     # lattice dimensions (a batch of configurations adds two more)
+MAX_VOLUME = 2**31              # sites of the lattice
+MAX_EXPONENT = 1000             # magnitude of a constant exponent
+
 
 def fail(span, message, hint=""):
     raise TheoryError(span, message, hint)
@@ -55,16 +60,24 @@ def evaluate(expr: ast.Expr, params: dict) -> complex | float | int:
         try:
             return arithmetic(expr.op, a, b)
         except (ZeroDivisionError, OverflowError, ValueError) as err:
-            fail(expr.span, f"cannot evaluate this: {err}")
+            fail(expr.span, cannot_evaluate(err), CONSTANT_HINT)
     if isinstance(expr, ast.Call) and expr.body is None and expr.func.id in FUNCTIONS:
         if len(expr.args) != 1:
             fail(expr.span, f"{expr.func.id}() takes one argument")
         try:
             return apply_number(expr.func.id, evaluate(expr.args[0], params))
         except (ValueError, OverflowError, ZeroDivisionError) as err:
-            fail(expr.span, f"cannot evaluate {expr.func.id}() here: {err}")
+            fail(expr.span, cannot_evaluate(err), CONSTANT_HINT)
     fail(expr.span, "this is not a constant expression",
          "a parameter is a number built from literals, pi and earlier parameters.")
+
+
+def cannot_evaluate(err: Exception) -> str:
+    if isinstance(err, OverflowError):
+        return "this value is outside the range of double precision"
+    return "this value is infinite or undefined"
+
+CONSTANT_HINT = "it divides by zero, takes log(0) or overflows; constants must be finite numbers."
 
 
 def number(text: str) -> int | float:
@@ -82,8 +95,19 @@ def arithmetic(op: str, a, b):
         if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
             return a // b
         return a / b
-    result = a ** b
-    return result
+    return power(a, b)
+
+
+def power(a, b):
+    """a ** b without building integers of millions of digits: an exact integer power only while
+    the result stays within double precision, a float power (which raises OverflowError) else."""
+    if isinstance(a, int) and isinstance(b, int) and b >= 0:
+        if abs(a) <= 1 or b * math.log2(abs(a)) < 1024:
+            return a ** b
+        return float(a) ** b
+    if isinstance(b, int) and abs(b) > MAX_EXPONENT:
+        b = float(b)
+    return a ** b
 
 
 def apply_number(func: str, v):
@@ -146,6 +170,8 @@ class Checker:
         self.params: dict = {}
         self.fields: list[C.FieldDecl] = []
         self.lattice: tuple[int, ...] = ()
+        self.constants: dict = {}          # id(node) -> (node, value or None): check_constants
+        self.local_param_values: dict = {}  # qualified schedule-local name -> value
 
     # -- driver --
     def run(self) -> C.CheckedTheory:
@@ -174,6 +200,7 @@ class Checker:
                          "move the 'lattice' line above the 'field' lines.")
                 seen_lattice = st.span
                 self.lattice = tuple(self.extent(e) for e in st.extents)
+                self.check_lattice_size(st)
             elif isinstance(st, ast.Field):
                 seen_field = seen_field or st.span
                 self.declare_fields(st)
@@ -268,6 +295,14 @@ class Checker:
                  "write e.g. 'lattice 16 x 16' or 'param L = 16' then 'lattice L x L'.")
         return value
 
+    def check_lattice_size(self, st: ast.Lattice):
+        if len(self.lattice) > MAX_DIM:
+            fail(st.extents[MAX_DIM].span, f"a lattice has at most {MAX_DIM} dimensions, not {len(self.lattice)}",
+                 "lattice field theories live in 1 to 4 (at most 8) dimensions.")
+        if math.prod(self.lattice) > MAX_VOLUME:
+            fail(st.span, f"the lattice has {math.prod(self.lattice):.3g} sites, more than {MAX_VOLUME:.3g}",
+                 "one configuration would not fit in memory; use smaller extents.")
+
     # -- statements --
     def observables(self, stmts):
         out = []
@@ -312,6 +347,7 @@ class Checker:
                     fail(item.name.span, f"parameter '{item.name.id}' is declared twice in schedule '{st.name.id}'")
                 q = f"{st.name.id}.{item.name.id}"
                 local_values[item.name.id] = self.param_value(item.name, item.expr, q, local_values)
+                self.local_param_values[q] = local_values[item.name.id]
                 local_names[item.name.id] = q
             else:
                 if item.key in entries:
@@ -342,12 +378,56 @@ class Checker:
         if isinstance(e, ast.Unary):
             return C.Neg(self.expr(e.operand, scope))
         if isinstance(e, ast.Binary):
-            return C.BinOp(e.op, self.expr(e.left, scope), self.expr(e.right, scope))
+            node = C.BinOp(e.op, self.expr(e.left, scope), self.expr(e.right, scope))
+            self.check_constants(node, e)
+            return node
         if isinstance(e, ast.Average):
             return self.average(e, scope)
         if isinstance(e, ast.Call):
             return self.call(e, scope)
         raise AssertionError(e)
+
+    def check_constants(self, node: C.BinOp, e: ast.Binary):
+        """Exponents that SymPy would expand for ever (2^2^2^2^2^2, s^1e30), constants that
+        overflow double precision, division by a constant zero: refused here, where the place is
+        known, instead of hanging or failing later in the compiler or the generated code."""
+        right = self.constant(node.right)
+        if e.op == "^" and right is not None and abs(right) > MAX_EXPONENT:
+            fail(e.right.span, f"the exponent {right:.6g} is too large", f"exponents are at most "
+                 f"{MAX_EXPONENT} in magnitude; write exp(y*log(x)) for a large real power.")
+        if e.op == "/" and right == 0:
+            fail(e.right.span, "division by zero", "the divisor is a constant equal to 0.")
+        self.check_finite(node, e.span)
+
+    def check_finite(self, node: C.Node, span: Span):
+        try:
+            value = self.constant(node)
+        except (OverflowError, ZeroDivisionError, ValueError) as err:
+            fail(span, cannot_evaluate(err), CONSTANT_HINT)
+        if value is not None and not cmath.isfinite(value):
+            fail(span, "this constant is outside the range of double precision", CONSTANT_HINT)
+
+    def constant(self, node: C.Node):
+        """The value of a constant node (literals, params, arithmetic and functions of them), or
+        None when it depends on fields, observables or schedule variables. Memoized per node."""
+        key = id(node)
+        if key not in self.constants:
+            self.constants[key] = (node, self.evaluate_constant(node))
+        return self.constants[key][1]
+
+    def evaluate_constant(self, node: C.Node):
+        if isinstance(node, C.Const):
+            return node.value
+        if isinstance(node, C.ParamRef):
+            return self.params.get(node.name, self.local_param_values.get(node.name))
+        parts = [self.constant(c) for c in children(node)]
+        if not isinstance(node, (C.Neg, C.BinOp, C.Apply)) or any(p is None for p in parts):
+            return None
+        if isinstance(node, C.Neg):
+            return -parts[0]
+        if isinstance(node, C.Apply):
+            return apply_number(node.func, parts[0])
+        return arithmetic(node.op, *parts)
 
     def name(self, e: ast.Name, scope: Scope) -> C.Node:
         n = e.id
@@ -443,7 +523,9 @@ class Checker:
             if len(e.args) != 1:
                 fail(e.span, f"{f}() takes exactly one argument, not {len(e.args)}",
                      f"write e.g. {f}(phi(x)); for a power use ^, as in x^2.")
-            return C.Apply(f, self.expr(e.args[0], scope))
+            node = C.Apply(f, self.expr(e.args[0], scope))
+            self.check_finite(node, e.span)
+            return node
         if f in REDUCTIONS:
             fail(e.span, f"{f}(...) needs a body in square brackets",
                  f"write {f}(x)[ ... ] over sites or {f}(mu)[ ... ] over directions.")
@@ -529,6 +611,9 @@ class Checker:
                 fail(coef.span, f"a shift must be an integer multiple of a direction, not {coef.text}",
                      "sites are whole steps apart: write e.g. x + 2*mu or x - e0.")
             coef = int(coef.text)
+            if coef > max(self.lattice, default=1):
+                fail(term.span, f"a shift of {coef} steps goes beyond the lattice (largest extent "
+                     f"{max(self.lattice, default=1)})", "shifts wrap around: write the shift modulo the extent.")
         if not isinstance(base, ast.Name):
             fail(term.span, "a site may only be shifted by directions",
                  "write e.g. x + mu, x - mu, x + mu + nu, x + 2*mu or x + e0.")

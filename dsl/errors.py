@@ -44,6 +44,7 @@ class TheoryError(Exception):
         width = 1
         if self.span.end_line == self.span.line:
             width = max(1, len(printable(raw[self.span.column - 1:self.span.end_column - 1])))
+        line_text, start = clipped(line_text, start)
         caret = " " * start + "^" * min(width, max(1, len(line_text) - start))
         head = f"{self.kind} in '{filename}', line {self.span.line}, column {self.span.column}:"
         body = [head, f"  {self.span.line:>3} | {line_text}", f"      | {caret}", "  " + message]
@@ -51,6 +52,20 @@ class TheoryError(Exception):
 
     def __str__(self) -> str:
         return self.format()
+
+
+SHOWN_WIDTH = 100
+
+
+def clipped(line: str, start: int) -> tuple[str, int]:
+    """A window of a long line around the error column (a file may hold a line of megabytes)."""
+    if len(line) <= SHOWN_WIDTH:
+        return line, start
+    left = max(0, min(start - SHOWN_WIDTH // 2, len(line) - SHOWN_WIDTH))
+    shown = line[left:left + SHOWN_WIDTH]
+    prefix = "..." if left > 0 else ""
+    suffix = "..." if left + SHOWN_WIDTH < len(line) else ""
+    return prefix + shown + suffix, start - left + len(prefix)
 
 
 def hint_line(hint: str) -> str:

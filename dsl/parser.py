@@ -1,12 +1,13 @@
 """Parse .theory text into the syntax tree of ast.py, with errors that point at the place."""
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
 from .errors import Span, TheoryError, source_lines
@@ -33,7 +34,13 @@ class BracketNewlines:
 
     def process(self, stream):
         stack: list[Token] = []
+        count = 0
         for tok in stream:
+            count = 0 if tok.type == "_NL" and not stack else count + 1
+            if count > MAX_STATEMENT_TOKENS:
+                raise TheoryError(span_of(tok), f"this statement is longer than {MAX_STATEMENT_TOKENS} tokens",
+                                  "split it with params, observables or several estimates.",
+                                  kind="Syntax error")
             if tok.type in OPENERS:
                 stack.append(tok)
             elif tok.type in CLOSERS:
@@ -128,10 +135,10 @@ class ToAst(Transformer):
 
     # expressions
     def number(self, meta, items):
-        return ast.Num(str(items[0]), span_of(meta))
+        return ast.Num(literal(str(items[0]), span_of(meta)), span_of(meta))
 
     def imag(self, meta, items):
-        return ast.Imag(str(items[0])[:-1], span_of(meta))
+        return ast.Imag(literal(str(items[0])[:-1], span_of(meta)), span_of(meta))
 
     def name(self, meta, items):
         return self._name(items[0])
@@ -196,6 +203,12 @@ def displayable(data: bytes | str) -> str:
                    for c in text)
 
 
+# Limits that keep the front end and the compiler in bounded time and memory (README, "Limits").
+MAX_DEPTH = 100                 # nesting of an expression: parentheses, calls, operators
+MAX_STATEMENT_TOKENS = 4000     # tokens of one statement
+MAX_LITERAL_LENGTH = 64         # characters of one number
+
+
 def parse(text: str, start: str = "start"):
     """Parse a whole file (start='start') or one expression (start='expr', used by --set)."""
     try:
@@ -204,7 +217,43 @@ def parse(text: str, start: str = "start"):
         raise
     except UnexpectedInput as err:
         raise syntax_error(err, text) from None
-    return ToAst().transform(tree)
+    check_depth(tree)
+    try:
+        return ToAst().transform(tree)
+    except VisitError as err:           # Lark wraps what the transformer raises
+        if isinstance(err.orig_exc, TheoryError):
+            raise err.orig_exc from None
+        raise
+
+
+def check_depth(tree) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before any recursive pass sees the tree (the parser
+    itself is iterative; everything after it recurses once per level)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            where = span_of(node.meta) if getattr(node.meta, "line", None) else Span.point(1, 1)
+            raise TheoryError(where, f"this expression nests more than {MAX_DEPTH} levels deep",
+                              "split it with params or observables; a chain of n terms a + b + ... "
+                              "counts n levels.", kind="Syntax error")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+
+
+def literal(text: str, span: Span) -> str:
+    """A number literal that double precision can hold: not too long, not overflowing to inf
+    (1e999), not a nonzero value that underflows to 0 (1e-999999)."""
+    if len(text) > MAX_LITERAL_LENGTH:
+        raise TheoryError(span, f"a number of {len(text)} characters is too long",
+                          f"numbers have at most {MAX_LITERAL_LENGTH} characters; write 1e30, not 1000...0.",
+                          kind="Syntax error")
+    value = float(text)
+    mantissa = text.lower().split("e")[0]
+    if math.isinf(value) or (value == 0 and mantissa.strip("0.")):
+        raise TheoryError(span, f"the number {text} is outside the range of double precision",
+                          "numbers must lie between about 1e-308 and 1e308 in magnitude.",
+                          kind="Syntax error")
+    return text
 
 
 # Words of Python that someone may try: the language has none of them, and nothing is ever run.

@@ -30,7 +30,11 @@ def test_generated_code_matches_golden(name):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_generated_code_is_what_compile_caches(name):
-    assert theoryc.compile(name).path.read_text() == theoryc.emit(name)
+    """The cache entry is one header line (key, SHA-256 of the code) and the emitted code."""
+    result = theoryc.compile(name)
+    header, _, code = result.path.read_text().partition("\n")
+    assert code == theoryc.emit(name) == result.code
+    assert header.startswith(f"# theoryc cache entry {result.key} sha256 ")
 
 
 def test_generation_is_deterministic_across_processes(tmp_path):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest_compiler import GOLDEN, check_golden, private_cache  # noqa: F401
 from theoryc import api
 from theoryc.cli import main
-from theoryc.dsl.errors import TheoryError
+from theoryc.dsl.errors import SHOWN_WIDTH, TheoryError, source_lines
 from theoryc.dsl.parser import displayable
 
 CORPUS = GOLDEN / "errors"
@@ -63,12 +63,18 @@ def test_error_message_shape(name):
         message = lines[1:]
     else:
         line, column = int(head.group(3)), int(head.group(4))
-        source = displayable((CORPUS / f"{name}.theory").read_bytes()).splitlines()
-        assert lines[1] == f"  {line:>3} | {source[line - 1]}"
+        source = source_lines(displayable((CORPUS / f"{name}.theory").read_bytes()))
         caret = lines[2][len("      | "):]
         assert lines[2].startswith("      | ") and caret.lstrip(" ").startswith("^")
-        assert len(caret) - len(caret.lstrip(" ")) == column - 1
-        assert set(caret.strip()) == {"^"} and len(caret) <= max(len(source[line - 1]), column)
+        assert set(caret.strip()) == {"^"}
+        at = len(caret) - len(caret.lstrip(" "))
+        if len(source[line - 1]) <= SHOWN_WIDTH:
+            assert lines[1] == f"  {line:>3} | {source[line - 1]}"
+            assert at == column - 1 and len(caret) <= max(len(source[line - 1]), column)
+        else:                                   # a window of a long line, the caret on the place
+            shown = lines[1][len(f"  {line:>3} | "):]
+            assert len(shown) <= SHOWN_WIDTH + 6 and shown.strip(".") in source[line - 1]
+            assert shown[at] == source[line - 1][column - 1] and len(caret) <= len(shown)
         message = lines[3:]
     text, *rest = message
     assert text.startswith("  ") and not text.startswith("  Hint")
