@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .dsl.errors import TheoryError
+from .dsl.errors import TheoryError, printable
 
 SAMPLERS = ("hmc", "langevin", "flow", "diffusion")
 
@@ -32,11 +32,11 @@ def friendly(command):
         except TheoryError as err:
             click.echo(err.format(), err=True)
         except (UserError, *from_runtime) as err:
-            click.echo(f"Error: {err}", err=True)
+            click.echo(printable(f"Error: {err}", newlines=True), err=True)
         except FileNotFoundError as err:
-            click.echo(f"Error: no such file: {err.filename or err}", err=True)
+            click.echo(printable(f"Error: no such file: {err.filename or err}", newlines=True), err=True)
         except (OSError, ValueError) as err:
-            click.echo(f"Error: {err}", err=True)
+            click.echo(printable(f"Error: {err}", newlines=True), err=True)
         except KeyboardInterrupt:
             click.echo("Interrupted. A run with a checkpoint can continue with --resume.", err=True)
             sys.exit(130)
