@@ -84,12 +84,15 @@ def source_line(source: str, line: int) -> str:
     return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
-def printable(text: str) -> str:
+def printable(text: str, newlines: bool = False) -> str:
     """Text that is safe to send to a terminal: a tab becomes a space, and control and format
-    characters (ESC, BEL, bidirectional overrides, line separators, ...) are shown escaped."""
+    characters (ESC, BEL, bidirectional overrides, line separators, ...) are shown escaped;
+    '\n' is kept where `newlines` says so."""
     out = []
     for ch in text:
-        if ch == "\t":
+        if ch == "\n" and newlines:
+            out.append(ch)
+        elif ch == "\t":
             out.append(" ")
         elif unicodedata.category(ch)[0] in "CZ" and ch != " ":
             out.append(ch.encode("unicode_escape").decode("ascii"))
