@@ -19,7 +19,7 @@ from .ir import TheoryIR
 from .lower import Lowered, to_sympy
 
 AXIS_LETTERS = "xyzw"
-MODULE_NAMES = {"torch", "math", "fill", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
+MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
                 "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
                 "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
                 "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t"}
@@ -222,8 +222,8 @@ class ModuleWriter:
 
     # -- the module --
     def module(self) -> str:
-        parts = [self.header(), self.action(), self.force(), self.drift(), self.observables(),
-                 self.estimates(), self.symmetries(), self.schedules()]
+        parts = [self.header(), self.action(), self.force(), self.drift(), self.flips(),
+                 self.observables(), self.estimates(), self.symmetries(), self.schedules()]
         return "\n\n".join(p for p in parts if p).rstrip() + "\n"
 
     def header(self) -> str:
@@ -279,15 +279,28 @@ class ModuleWriter:
             body += flines
             for (sym, _), e in zip(force.factors, fexprs):
                 body.append(f"{self.namer.name(sym, sym.name)} = {self.code(e)}")
+        return self.function("force(cfg)", "dS/dphi at every site, shape of cfg.",
+                             body + self.per_site_lines(exprs, temps))
+
+    def per_site_lines(self, exprs: list[sp.Expr], temps) -> list[str]:
+        """Lines that return one lattice expression per field, stacked into the shape of cfg."""
         lines, results = self.cse_lines(exprs, temps)
-        body += lines
-        # every field has the lattice's shape, so field 0 shows the shape of each field's force
+        # every field has the lattice's shape, so field 0 shows the shape of each field's result
         parts = [f"fill({self.code(r)}, cfg[:, 0])" for r in results]
         if len(parts) == 1:
-            body.append(f"return {parts[0]}.unsqueeze(1)")
-        else:
-            body.append(f"return torch.stack([{', '.join(parts)}], 1)")
-        return self.function("force(cfg)", "dS/dphi at every site, shape of cfg.", body)
+            return lines + [f"return {parts[0]}.unsqueeze(1)"]
+        return lines + [f"return torch.stack([{', '.join(parts)}], 1)"]
+
+    def flips(self) -> str:
+        """Single-spin-flip changes of the action, for local Metropolis (spin theories only)."""
+        flips = self.ir.flips
+        if flips is None:
+            return ""
+        body = self.field_lines(list(flips.fields))
+        body += self.per_site_lines(list(flips.fields), self.namer.fresh("tmp"))
+        doc = "S(s with the spin at (field, site) flipped alone) - S(s), shape of cfg."
+        return "\n\n".join([self.function("flip_delta(cfg)", doc, body),
+                             f"FLIP_OFFSETS = {flips.offsets!r}"])
 
     def drift(self) -> str:
         doc = ("-dS/dz: holomorphic for a complex action, to evaluate on complexified fields."

@@ -50,7 +50,7 @@ def derive_force(symbols: Symbols, action: Lowered, n_fields: int, span) -> Forc
         factor = sp.diff(action.expr, r.symbol)
         if factor == 0:
             continue
-        if not factor.is_number:
+        if factor.free_symbols & reduction_symbols:     # S non-linear in this site sum
             name = Internal(f"dS_d{r.symbol.name}")
             factors.append((name, factor))
             factor = name
@@ -62,3 +62,50 @@ def derive_force(symbols: Symbols, action: Lowered, n_fields: int, span) -> Forc
         for sym in field_symbols(symbols, action.expr, f):
             per_field[f].append(sp.diff(action.expr, sym))
     return Force(tuple(factors), tuple(sp.Add(*terms) for terms in per_field))
+
+
+@dataclass(frozen=True)
+class Flips:
+    """For spin fields: the change of the action when the one spin at (field, x) is flipped,
+    s_f(x) -> -s_f(x), as a lattice expression per field; and the site offsets at which two
+    flipped spins interact (so that sites an offset apart are never updated together)."""
+    fields: tuple[sp.Expr, ...]
+    offsets: tuple[tuple[int, ...], ...]
+
+
+def local_flip(symbols: Symbols, density: sp.Expr, field: int) -> sp.Expr:
+    """sum_s [L(phi_f[s] -> -phi_f[s]) - L] (x - s): the change of sum_y L(y) when phi_f(x)
+    alone changes sign (shifts are distinct sites, since the lowering wraps them modulo the
+    lattice)."""
+    terms = []
+    for sym in field_symbols(symbols, density, field):
+        shift = symbols.meaning[sym].shift
+        change = density.xreplace({sym: -sym}) - density
+        terms.append(symbols.shifted(change, tuple(-a for a in shift)))
+    return sp.Add(*terms)
+
+
+def derive_flips(symbols: Symbols, action: Lowered, n_fields: int) -> Flips | None:
+    """Single-spin-flip changes of a local action S = c_0 + sum_k c_k R_k (constant c_k); None
+    when S is a non-linear function of site sums (a flip then changes S everywhere at once)."""
+    coefficients = [sp.diff(action.expr, r.symbol) for r in action.reductions]
+    reduction_symbols = {r.symbol for r in action.reductions}
+    if any(c.free_symbols & reduction_symbols for c in coefficients):
+        return None
+    per_field = []
+    for f in range(n_fields):
+        terms = [c * local_flip(symbols, r.density, f) for c, r in zip(coefficients, action.reductions)]
+        for sym in field_symbols(symbols, action.expr, f):          # 0-d: fields appear bare
+            terms.append(action.expr.xreplace({sym: -sym}) - action.expr)
+        per_field.append(sp.Add(*terms))
+    offsets = set()
+    terms = [t for r in action.reductions for t in sp.Add.make_args(r.density)]
+    for term in terms:             # spins interact only within one term of a density
+        shifts = [symbols.meaning[s].shift for s in field_symbols(symbols, term)]
+        for a in shifts:
+            for b in shifts:
+                d = symbols.wrapped(tuple(x - y for x, y in zip(a, b)))
+                if any(d):
+                    offsets.add(d)
+                    offsets.add(symbols.wrapped(tuple(-x for x in d)))
+    return Flips(tuple(per_field), tuple(sorted(offsets)))

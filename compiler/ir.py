@@ -7,7 +7,7 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
-from .derive import Force, derive_force
+from .derive import Flips, Force, derive_flips, derive_force
 from .lower import Lowered, Lowerer, Symbols, holomorphy_check, to_sympy
 from .schedule import Kernels, derive_schedule
 from .symmetry import ProvedSymmetry, prove_symmetry
@@ -25,6 +25,7 @@ class TheoryIR:
     estimates: list[tuple[str, sp.Expr]]               # in the average symbols
     symmetries: list[ProvedSymmetry]
     schedules: list[Kernels]
+    flips: Flips | None = None                         # spin theories with a local action
 
     def describe(self) -> str:
         """The derived expressions, for `theoryc compile --emit sympy`."""
@@ -86,8 +87,10 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     kinds = tuple(f.kind for f in theory.fields)
     symmetries = [prove_symmetry(d, action, lowerer, symbols, kinds, values) for d in theory.symmetries]
     schedules = [derive_schedule(d, lowerer, values) for d in theory.schedules]
+    all_spins = all(f.kind == "spin" for f in theory.fields)
+    flips = derive_flips(symbols, action, len(theory.fields)) if all_spins and not is_complex else None
     return TheoryIR(theory, symbols, is_complex, action, force, observables, averages, estimates,
-                    symmetries, schedules)
+                    symmetries, schedules, flips)
 
 
 def check_defined(low: Lowered, span, what: str):

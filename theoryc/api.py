@@ -123,6 +123,9 @@ class CompiledTheory:
         self.estimates = {n: Estimate(n, tuple(inputs), fn) for n, (inputs, fn) in m.ESTIMATES.items()}
         self.schedules = {n: Schedule(n, *fns) for n, fns in m.SCHEDULES.items()}
         self.symmetries = list(m.SYMMETRIES)
+        # spin theories with a local action: single-flip changes of S for local Metropolis
+        self.flip_delta = getattr(m, "flip_delta", None)
+        self.flip_offsets = tuple(getattr(m, "FLIP_OFFSETS", ()))
 
     def torch_compiled(self, **options) -> "CompiledTheory":
         """The same theory with action, force and observables wrapped by `torch.compile`

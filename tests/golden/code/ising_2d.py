@@ -23,15 +23,19 @@ def action(cfg):
 def force(cfg):
     'dS/dphi at every site, shape of cfg.'
     s = cfg[:, 0]
-    s_py = torch.roll(s, -1, 2)
-    s_px = torch.roll(s, -1, 1)
-    R0 = (s*s_py + s*s_px).sum(SITES, keepdim=True)
-    dS_dR0 = -beta
-    return fill(dS_dR0*(torch.roll(s, 1, 1) + torch.roll(s, 1, 2) + s_py + s_px), cfg[:, 0]).unsqueeze(1)
+    return fill(-beta*(torch.roll(s, 1, 1) + torch.roll(s, 1, 2) + torch.roll(s, -1, 2) + torch.roll(s, -1, 1)), cfg[:, 0]).unsqueeze(1)
 
 def drift(cfg):
     '-dS/dphi, the Langevin drift.'
     return -force(cfg)
+
+def flip_delta(cfg):
+    'S(s with the spin at (field, site) flipped alone) - S(s), shape of cfg.'
+    s = cfg[:, 0]
+    tmp0 = 2*s
+    return fill(-beta*(-torch.roll(s, 1, 1)*tmp0 - torch.roll(s, 1, 2)*tmp0 - torch.roll(s, -1, 2)*tmp0 - torch.roll(s, -1, 1)*tmp0), cfg[:, 0]).unsqueeze(1)
+
+FLIP_OFFSETS = ((-1, 0), (0, -1), (0, 1), (1, 0))
 
 def observables(cfg):
     'Every observable, name -> shape (batch,).'
