@@ -16,9 +16,10 @@ import torch
 
 from fakes import double_gaussian_0d, phi4_lattice, quartic_0d
 from test_sde import exact_double_gaussian
-from theoryc.runtime.models.diffusion import (EnergyPotential, build_model, load_model, sample_diffusion,
-                                       save_model, tabulated_schedule, tabulate_schedule,
-                                       train_diffusion)
+from theoryc.runtime.models import load_model, save_model
+from theoryc.runtime.models.diffusion import (EnergyPotential, build_model, sample_diffusion,
+                                              tabulated_schedule, tabulate_schedule,
+                                              train_diffusion)
 from theoryc.runtime.models.sde import cumulants_with_errors
 
 from conftest import REFERENCE
@@ -114,7 +115,7 @@ def test_save_load_round_trip(tmp_path):
     payload = torch.load(path, weights_only=True)
     assert payload["kind"] == "diffusion" and payload["schedule_name"] == "ve"
     assert json.loads(payload["params"])["sigma0"] == [1.0, 1.0]
-    same = load_model(str(path), schedule=theory.schedules["ve"])
+    same = load_model(str(path), schedules=theory.schedules)
     tab = load_model(str(path))                      # schedule rebuilt from the stored table
     x = torch.randn(5, 2)
     t = torch.tensor([1e-3, 0.01, 0.2, 0.5, 1.0])
@@ -202,7 +203,7 @@ def test_energy_potential_interface():
     assert torch.allclose(obs["x2"], z**2) and torch.allclose(obs["x4"], z**4)
     with pytest.raises(ValueError):
         EnergyPotential(tiny_train(theory, data, flavour="score"), theory)
-    from theoryc.runtime.hmc import run_hmc           # the real HMC accepts it as a theory
+    from theoryc.runtime.chains.hmc import run_hmc           # the real HMC accepts it as a theory
     run = run_hmc(pot, n=10, chains=4, warmup=10, seed=0, progress=False)
     assert run.configs.shape == (4, 10, 2) and torch.isfinite(run.configs).all()
 
@@ -225,7 +226,7 @@ def test_compiled_double_gaussian_schedules(tmp_path):
         model = tiny_train(theory, dg_data(2000), schedule=theory.schedules[name])
         path = str(tmp_path / f"{name}.pt")
         save_model(model, path, theory=theory)
-        back = load_model(path, schedule=theory.schedules[name])
+        back = load_model(path, schedules=theory.schedules)
         run = sample_diffusion(back, 100, steps=20, progress=False)
         assert torch.isfinite(run.configs).all()
         # the compiled kernel agrees with the fakes' closed forms
@@ -275,7 +276,7 @@ def test_double_gaussian_cumulants(name, mu0, s0):
 @pytest.fixture(scope="module")
 def cl_data():
     """Complex Langevin data for sigma0 = 1 + 1i, lambda = 1 (1000 chains x 100, 0.2 apart)."""
-    from theoryc.runtime.complex_langevin import run_complex_langevin
+    from theoryc.runtime.chains.complex_langevin import run_complex_langevin
     run = run_complex_langevin(quartic_0d(), n=100, chains=1000, warmup=200, seed=1,
                                progress=False)
     return run.configs.reshape(-1, 1)
@@ -324,7 +325,7 @@ def check_mcmc_on_learnt_energy(model, theory):
     exp(-E), 4 sigma of the chain-mean error + 0.5 % grid allowance), and exp(-E) must be close to
     the exact weight: 5 % (the seed's MCMC-EBM scatter between trained models is 2-3 %)."""
     from theoryc.runtime.figures.diffusion import energy_surface
-    from theoryc.runtime.hmc import run_hmc
+    from theoryc.runtime.chains.hmc import run_hmc
     pot = EnergyPotential(model, theory)
     hmc = run_hmc(pot, n=400, chains=64, warmup=200, seed=6, progress=False)
     z = torch.complex(hmc.configs[..., 0], hmc.configs[..., 1]).to(torch.complex128)  # (chains, n)

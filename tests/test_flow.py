@@ -9,7 +9,8 @@ import fakes
 from theoryc.runtime.models.flow import build_flow, checkerboard
 from theoryc.runtime.neural_mcmc import sample_flow
 from theoryc.runtime.stats.gamma import gamma_method
-from theoryc.runtime.models.variational import load_model, save_model, train_flow
+from theoryc.runtime.models import load_model, save_model
+from theoryc.runtime.models.variational import train_flow
 
 SHAPES = [(1,), (3,), (1, 6), (2, 3, 4), (1, 4, 4), (1, 2, 2, 2)]   # 0-d, 1-d, 2 fields, 2-d, 3-d
 
@@ -119,7 +120,7 @@ def test_resume_continues_exactly(tmp_path):
     ckpt = str(tmp_path / "flow.pt.ckpt")
     common = dict(batch_size=8, lr=1e-2, seed=3, n_layers=2, hidden=4, dtype=torch.float64,
                   progress=False)
-    train_flow(theory, steps=10, checkpoint=ckpt, **common)
+    train_flow(theory, steps=20, stop_after=10, checkpoint=ckpt, **common)   # interrupted at 10
     resumed = train_flow(theory, steps=20, checkpoint=ckpt, resume=True, **common)
     straight = train_flow(theory, steps=20, **common)
     for a, b in zip(resumed.parameters(), straight.parameters()):
@@ -203,7 +204,7 @@ def test_phi4_tutorial_point_l8():
     assert run.summary["acceptance"] >= 0.2
     assert abs(chi2 - 0.75) < 3 * math.hypot(error, 0.01)
     # and with an independent HMC (8 chains; error from the spread of the per-chain values)
-    from theoryc.runtime.hmc import run_hmc
+    from theoryc.runtime.chains.hmc import run_hmc
     hmc = run_hmc(theory, n=2500, chains=8, warmup=300, seed=0, progress=False)
     per_chain = [fakes_flow.chi2_two_point(c[:, 0].flatten(1).mean(1).numpy(), 64)[0]
                  for c in hmc.configs]

@@ -10,7 +10,8 @@ import fakes
 from theoryc.runtime.neural_mcmc import sample_flow
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.models.van import VAN, is_spin_flip
-from theoryc.runtime.models.variational import load_model, save_model, train_flow
+from theoryc.runtime.models import load_model, save_model
+from theoryc.runtime.models.variational import train_flow
 
 
 def all_spin_configs(shape, dtype=torch.float64):

@@ -1,1 +1,58 @@
-"""Generative models (flows, autoregressive networks, diffusion) and the one trainer."""
+"""Generative models (flows, autoregressive networks, diffusion) and the one trainer.
+
+`save_model` / `load_model` are the only way a model reaches or leaves a file: one format for
+every kind (runtime/io/modelfile.py), each kind supplying what it stores and how it rebuilds.
+The kinds' modules are imported inside the functions, so importing this package stays cheap
+and no kind's module imports another.
+"""
+from __future__ import annotations
+
+FLOW_KINDS = ("flow", "van")
+
+
+def save_model(model, path, theory=None) -> None:
+    """Write a trained flow, VAN or diffusion model (atomically). theory: the theory it was
+    trained for; by default the one recorded at training time (`model.meta`)."""
+    from theoryc.runtime.io.modelfile import json_params, theory_fingerprint, write_model_file
+    if model.kind == "diffusion":
+        from theoryc.runtime.models.diffusion import diffusion_state as state_of
+    else:
+        from theoryc.runtime.models.variational import flow_state as state_of
+    if theory is not None:
+        fingerprint = theory_fingerprint(theory)
+    else:
+        meta = getattr(model, "meta", {}) or {}
+        fingerprint = {"theory_name": str(meta.get("theory_name", "")),
+                       "theory_source": str(meta.get("theory_source", "")),
+                       "params": json_params(meta.get("params", {})),
+                       "shape": list(meta.get("shape", ()))}
+    contents = state_of(model)
+    write_model_file(path, kind=contents["kind"], theory=fingerprint, settings=contents["settings"],
+                     state_dict=contents["state_dict"], history=getattr(model, "history", {}),
+                     extra=contents["extra"])
+
+
+def load_model(path, *, kinds=None, device=None, dtype=None, schedules=None):
+    """Rebuild the model in a model file. kinds: the kinds the caller can use (a file of another
+    kind is a one-line error); schedules: for a diffusion model, the compiled theory's schedules
+    by name, of which the stored one is used (without it, the file's tabulated copy); dtype: default the saved one (flows)
+    or float32 (diffusion). The model carries `.history` and `.meta` (its theory)."""
+    from theoryc.runtime.errors import SamplerError
+    from theoryc.runtime.io.modelfile import load_model_file, model_meta
+    kind, payload = load_model_file(path)
+    if kinds is not None and kind not in kinds:
+        raise SamplerError(f"{path} holds a {kind} model; this needs a {' or '.join(kinds)} model")
+    if kind == "diffusion":
+        from theoryc.runtime.models.diffusion import diffusion_from_file
+        import torch
+        schedule = (schedules or {}).get(payload.get("schedule_name"))
+        model = diffusion_from_file(payload, schedule=schedule, device=device,
+                                    dtype=dtype or torch.float32)
+    else:
+        from theoryc.runtime.models.variational import flow_from_file
+        model = flow_from_file(payload, device=device, dtype=dtype)
+    model.history = payload.get("history", {})
+    model.meta = dict(model_meta(payload), training=payload["settings"].get("training", {}),
+                      history=model.history)
+    return model
+

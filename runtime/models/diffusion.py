@@ -17,19 +17,18 @@ Complex ensembles (complex Langevin data z = x + i y) are learnt as 2 n_fields r
 """
 from __future__ import annotations
 
-import copy
-import json
+import dataclasses
 import math
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from theoryc.runtime.checkpoint import atomic_replace, load_checkpoint, save_checkpoint
-from theoryc.runtime.ensemble import SamplerRun
+from theoryc.runtime.io.ensemble import SamplerRun
+from theoryc.runtime.io.modelfile import theory_fingerprint
+from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, theory_digest, train
 from theoryc.runtime.models.networks import build_network
 from theoryc.runtime.models.sde import SOLVERS, integrate_reverse, prior_sample
 from theoryc.runtime.theory import Schedule
@@ -48,6 +47,8 @@ class DiffusionModel(nn.Module):
     feature_shape: what the network sees, (2 n_fields, *lattice) for complex data, else config_shape.
     """
 
+    kind = "diffusion"
+
     def __init__(self, net: nn.Module, schedule: Schedule, *, flavour: str,
                  config_shape: tuple[int, ...], is_complex: bool, data_mean: Tensor,
                  data_var: Tensor, t_eps: float, settings: dict):
@@ -64,6 +65,7 @@ class DiffusionModel(nn.Module):
         self.register_buffer("data_mean", data_mean.clone())
         self.register_buffer("data_var", data_var.clone())
         self.history: dict = {}
+        self.meta: dict = {}                   # the theory it was trained for (model files)
         self.raw_state: dict | None = None     # non-EMA weights, kept for the model file
 
     @property
@@ -164,14 +166,6 @@ def _augment(configs: Tensor, symmetries, generator) -> Tensor:
     return configs
 
 
-def _lr_at(step: int, lr: float, warmup: int, steps: int, final_fraction: float) -> float:
-    """Linear warm-up, then cosine decay to final_fraction * lr."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    p = (step - warmup) / max(1, steps - warmup)
-    return lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
-
-
 def dsm_loss(model: DiffusionModel, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
     """xi-weighted denoising score matching: mean || sqrt(xi) s(x_t, t) + e ||^2 per feature."""
     sh = (-1, *([1] * (x0.dim() - 1)))
@@ -181,16 +175,6 @@ def dsm_loss(model: DiffusionModel, net: nn.Module, x0: Tensor, t: Tensor, noise
         xt = xt.requires_grad_(True)
     s = model.score(xt, t, net=net, create_graph=True)
     return ((std * s + noise) ** 2).flatten(1).mean(1).mean()
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, net: nn.Module, decay: float):
-    for pe, p in zip(ema.parameters(), net.parameters()):
-        pe.lerp_(p, 1 - decay)
-
-
-def _finite(net: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
 
 
 def build_model(theory_like, data: Tensor, *, schedule: Schedule, flavour: str = "score",
@@ -220,6 +204,31 @@ def build_model(theory_like, data: Tensor, *, schedule: Schedule, flavour: str =
     return model.to(device=device, dtype=dtype)
 
 
+class DenoisingScoreMatching:
+    """The trainer's task for a diffusion model: xi-weighted DSM on batches of the data, each
+    declared symmetry applied to a random half of the batch, stratified times."""
+
+    def __init__(self, model, data, symmetries, *, batch_size, t_power, settings):
+        self.model, self.net = model, model.net
+        self.data, self.symmetries = data, symmetries
+        self.batch_size, self.t_power = batch_size, t_power
+        self.settings = settings
+
+    def loss(self, step, gen):
+        model, n = self.model, self.batch_size
+        idx = torch.randint(self.data.shape[0], (n,), generator=gen, device=self.data.device)
+        x0 = model.to_features(_augment(self.data[idx], self.symmetries, gen))
+        # stratified times: one per 1/batch_size slice of [eps, 1] -> lower-variance loss estimate
+        u = (torch.arange(n, device=x0.device, dtype=x0.dtype)
+             + torch.rand(n, generator=gen, device=x0.device, dtype=x0.dtype)) / n
+        t = model.t_eps + (1 - model.t_eps) * u**self.t_power
+        noise = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
+        return dsm_loss(model, self.net, x0, t, noise), None
+
+    def record(self, info) -> dict:
+        return {}
+
+
 def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: str = "score",
                     steps: int = 2000, batch_size: int = 512, lr: float = 2e-3, warmup: int = 100,
                     lr_final_fraction: float = 0.05, ema_decay: float = 0.999,
@@ -229,15 +238,15 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
                     checkpoint: str | None = None, checkpoint_every: int = 500,
                     resume: bool = False, progress: bool = True,
                     log_every: int = 50, stop_after: int | None = None,
-                    t_power: float = 1.0) -> DiffusionModel:
+                    t_power: float = 1.0, max_bad_steps: int = 50) -> DiffusionModel:
     """Train a score- or energy-based diffusion model on `data` by denoising score matching.
 
     theory_like: anything with `shape`, `is_complex`, `symmetries` (and for the model file `name`,
     `source`, `params`, `field_names`): a compiled theory or a fake. data: (N, *shape) real or
     complex configurations (an ensemble's (chains, n, *shape) is flattened). Returns the model
     with EMA weights (the raw weights are kept in `model.raw_state`), `model.history` holding the
-    loss curve and the NaN-guard counts. With `checkpoint` a resumable state is written every
-    `checkpoint_every` steps and at the end; `resume=True` continues it bit for bit.
+    loss curve and the NaN-guard count. The loop, warm-up + cosine learning rate, clipping, EMA,
+    checkpoints and resume are the one trainer's (runtime/models/trainer.py).
     stop_after: end this call after that many steps (checkpointed), e.g. to train in time-limited
     chunks; a later call with `resume=True` and the same arguments carries on.
     t_power: times are t = eps + (1 - eps) u^t_power with stratified u ~ U[0, 1]; 1 is the seed's
@@ -252,108 +261,25 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     model = build_model(theory_like, data, schedule=schedule, flavour=flavour, t_eps=t_eps,
                         width=width, depth=depth, kernel=kernel, seed=seed, device=device,
                         dtype=dtype)
-    model.settings["training"] = {"steps": steps, "batch_size": batch_size, "lr": lr,
-                                  "warmup": warmup, "lr_final_fraction": lr_final_fraction,
-                                  "ema_decay": ema_decay, "grad_clip": grad_clip,
-                                  "augment": augment, "seed": seed, "n_data": int(data.shape[0]),
-                                  "t_power": t_power}
+    loop = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup,
+                         lr_final_fraction=lr_final_fraction, grad_clip=grad_clip,
+                         ema_decay=ema_decay, max_bad_steps=max_bad_steps, log_every=log_every)
+    options = {"augment": augment, "t_power": t_power, "n_data": int(data.shape[0])}
+    settings = {"kind": "diffusion", "architecture": dict(model.settings),
+                "theory": theory_digest(theory_like), "data": data_fingerprint(data),
+                "dtype": str(dtype).split(".")[-1], "device": device.type, **options}
     symmetries = list(getattr(theory_like, "symmetries", [])) if augment else []
-    net, ema = model.net, copy.deepcopy(model.net)
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    state = {"step": 0, "history": {"step": [], "loss": [], "lr": []}, "skipped": 0,
-             "restored": 0, "window": [0.0, 0]}
-    if resume and checkpoint:
-        state = _load_training_checkpoint(checkpoint, net, ema, opt, gen, model)
-
-    bar = tqdm(total=steps, initial=state["step"], disable=not progress, desc=f"train {flavour}")
-    t0 = time.perf_counter()
-    start = state["step"]
-    end = steps if stop_after is None else min(steps, start + stop_after)
-    while state["step"] < end:
-        _train_step(model, net, ema, opt, gen, data, symmetries, state, steps=steps, t_power=t_power,
-                    batch_size=batch_size, lr=lr, warmup=warmup, final=lr_final_fraction,
-                    ema_decay=ema_decay, grad_clip=grad_clip, log_every=log_every, bar=bar)
-        if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
-            _save_training_checkpoint(checkpoint, net, ema, opt, gen, model, state)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    model.raw_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(ema.state_dict())
-    hist = dict(state["history"])
-    hist.update(skipped_steps=state["skipped"], restored=state["restored"],
-                train_seconds=elapsed,
-                samples_per_second=(state["step"] - start) * batch_size / max(elapsed, 1e-9))
-    model.history = hist
+    task = DenoisingScoreMatching(model, data, symmetries, batch_size=batch_size, t_power=t_power,
+                                  settings=settings)
+    result = train(task, loop, device=device, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
+                   progress=progress, desc=f"train {flavour}")
+    model.settings["training"] = {**dataclasses.asdict(loop), **options}
+    model.raw_state = result.raw_state
+    model.history = result.history
+    model.meta = dict(theory_fingerprint(theory_like), params=dict(getattr(theory_like, "params", {})),
+                      training=model.settings["training"], history=result.history)
     return model
-
-
-def _train_step(model, net, ema, opt, gen, data, symmetries, state, *, steps, t_power, batch_size, lr,
-                warmup, final, ema_decay, grad_clip, log_every, bar):
-    step = state["step"]
-    idx = torch.randint(data.shape[0], (batch_size,), generator=gen, device=data.device)
-    configs = _augment(data[idx], symmetries, gen)
-    x0 = model.to_features(configs)
-    # stratified times: one per 1/batch_size slice of [eps, 1] -> lower-variance loss estimate
-    u = (torch.arange(batch_size, device=x0.device, dtype=x0.dtype)
-         + torch.rand(batch_size, generator=gen, device=x0.device, dtype=x0.dtype)) / batch_size
-    t = model.t_eps + (1 - model.t_eps) * u**t_power
-    noise = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
-    for group in opt.param_groups:
-        group["lr"] = _lr_at(step, lr, warmup, steps, final)
-    opt.zero_grad(set_to_none=True)
-    loss = dsm_loss(model, net, x0, t, noise)
-    loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-    if not (torch.isfinite(loss) and torch.isfinite(gnorm)):
-        state["skipped"] += 1                      # NaN guard: drop this step, keep going
-        opt.zero_grad(set_to_none=True)
-    else:
-        opt.step()
-        if not _finite(net):                       # a step that poisoned the weights: undo it
-            net.load_state_dict(ema.state_dict())
-            opt.state.clear()
-            state["restored"] += 1
-        else:
-            _ema_update(ema, net, min(ema_decay, (1 + step) / (10 + step)))
-        state["window"][0] += float(loss.detach())
-        state["window"][1] += 1
-    state["step"] = step + 1
-    bar.update(1)
-    if state["step"] % log_every == 0 or state["step"] == steps:
-        total, count = state["window"]
-        mean = total / max(count, 1)
-        state["history"]["step"].append(state["step"])
-        state["history"]["loss"].append(mean)
-        state["history"]["lr"].append(opt.param_groups[0]["lr"])
-        state["window"] = [0.0, 0]
-        bar.set_postfix(loss=f"{mean:.4f}")
-
-
-def _save_training_checkpoint(path, net, ema, opt, gen, model, state):
-    save_checkpoint(path, {"kind": "diffusion-training", "settings": json.dumps(model.settings),
-                           "net": net.state_dict(), "ema": ema.state_dict(),
-                           "optimizer": opt.state_dict(), "rng": gen.get_state(),
-                           "step": state["step"], "history": state["history"],
-                           "skipped": state["skipped"], "restored": state["restored"],
-                           "window": state["window"]})
-
-
-def _load_training_checkpoint(path, net, ema, opt, gen, model) -> dict:
-    ck = load_checkpoint(path)
-    saved = json.loads(ck["settings"])
-    for key in ("flavour", "config_shape", "is_complex", "network", "schedule"):
-        if saved.get(key) != model.settings.get(key):
-            raise ValueError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, "
-                             f"this run has {model.settings.get(key)!r}")
-    net.load_state_dict(ck["net"])
-    ema.load_state_dict(ck["ema"])
-    opt.load_state_dict(ck["optimizer"])
-    gen.set_state(ck["rng"])
-    return {"step": int(ck["step"]), "history": ck["history"], "skipped": int(ck["skipped"]),
-            "restored": int(ck["restored"]), "window": list(ck["window"])}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -407,23 +333,13 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
     settings = {"sampler": "diffusion", "solver": solver, "steps": steps, "t_end": t_end,
                 "snr": snr, "corrector_steps": corrector_steps, "ode_method": ode_method, "rho": rho,
                 "seed": seed, "flavour": model.flavour, "schedule": model.schedule.name}
-    summary = {"samples_per_second": n / max(elapsed, 1e-9), "seconds": elapsed,
-               "non_finite": n_bad}
-    return SamplerRun(configs=configs, summary=summary, settings=settings, kind="independent")
+    timing = {"samples_per_second": n / max(elapsed, 1e-9), "seconds": elapsed}
+    return SamplerRun(configs=configs, summary={"non_finite": n_bad}, settings=settings,
+                      kind="independent", timing=timing)
 
 
 # ------------------------------------------------------------------------------------------------
-# Model files (notes/modelfile.md): kind "diffusion"
-
-def _json_params(params) -> str:
-    def conv(v):
-        if isinstance(v, complex):
-            return [v.real, v.imag]
-        if isinstance(v, (np.generic,)):
-            return v.item()
-        return v
-    return json.dumps({k: conv(v) for k, v in dict(params or {}).items()})
-
+# Model files (runtime/io/modelfile.py): kind "diffusion"
 
 # Geometric near t = 0 (xi ~ t there, so relative accuracy needs relative spacing) merged with a
 # uniform grid (f = exp(-int k / 2) bends most at t ~ 1): linear interpolation is good to ~1e-5.
@@ -460,48 +376,23 @@ def tabulated_schedule(table: dict) -> Schedule:
     return Schedule(name=table["name"], **{k: interp(table[k]) for k in ("k", "g", "f", "xi")})
 
 
-def save_model(model: DiffusionModel, path: str, *, theory=None, theory_name: str | None = None,
-               theory_source: str | None = None, params=None) -> None:
-    """Write the model file (atomically): EMA weights as `state_dict`, raw weights, settings,
-    data statistics, loss history and the schedule both by name (so the CLI can rebuild it from
+def diffusion_state(model: DiffusionModel) -> dict:
+    """What the model file holds for a diffusion model: the EMA weights as `state_dict`, the raw
+    weights, the data statistics and the schedule both by name (so the CLI can rebuild it from
     the compiled theory) and tabulated on a fine t grid (so the file also stands alone)."""
-    from theoryc import __version__
-    name = theory_name or getattr(theory, "name", "")
-    source = theory_source if theory_source is not None else getattr(theory, "source", "")
-    params = params if params is not None else getattr(theory, "params", {})
-    hist = {k: (list(map(float, v)) if isinstance(v, list) else float(v))
-            for k, v in model.history.items()}
-    payload = {"kind": "diffusion", "theoryc_version": __version__, "theory_name": name,
-               "theory_source": source, "params": _json_params(params),
-               "settings": json.dumps(model.settings),
-               "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
-               "raw_state_dict": {k: v.detach().cpu() for k, v in (model.raw_state or {}).items()},
-               "data_mean": model.data_mean.detach().cpu(), "data_var": model.data_var.detach().cpu(),
-               "schedule_name": model.schedule.name,
-               "schedule_table": tabulate_schedule(model.schedule), "history": hist}
-    atomic_replace(path, lambda tmp: torch.save(payload, tmp))
+    extra = {"raw_state_dict": {k: v.detach().cpu() for k, v in (model.raw_state or {}).items()},
+             "data_mean": model.data_mean.detach().cpu(), "data_var": model.data_var.detach().cpu(),
+             "schedule_name": model.schedule.name,
+             "schedule_table": tabulate_schedule(model.schedule)}
+    return {"kind": "diffusion", "settings": model.settings, "state_dict": model.net.state_dict(),
+            "extra": extra}
 
 
-def model_info(path: str) -> dict:
-    """What a model file says about itself without building the network: kind, theory_name,
-    theory_source, params (dict), settings (dict), schedule_name, history. The CLI reads
-    schedule_name to hand `load_model` the compiled theory's schedule."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    info = {k: payload.get(k) for k in ("kind", "theoryc_version", "theory_name", "theory_source",
-                                        "schedule_name", "history")}
-    info["params"] = json.loads(payload.get("params") or "{}")
-    info["settings"] = json.loads(payload.get("settings") or "{}")
-    return info
-
-
-def load_model(path: str, *, schedule: Schedule | None = None, device=None,
-               dtype=torch.float32) -> DiffusionModel:
-    """Read a model file (weights_only). `schedule`: the compiled theory's schedule of the stored
-    name, if the caller has it; otherwise the tabulated copy in the file is used."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("kind") != "diffusion":
-        raise ValueError(f"{path}: not a diffusion model file (kind {payload.get('kind')!r})")
-    settings = json.loads(payload["settings"])
+def diffusion_from_file(payload: dict, *, schedule: Schedule | None = None, device=None,
+                        dtype=torch.float32) -> DiffusionModel:
+    """Rebuild a diffusion model from a model file's payload. `schedule`: the compiled theory's
+    schedule of the stored name, if the caller has it; otherwise the tabulated copy is used."""
+    settings = payload["settings"]
     schedule = schedule or tabulated_schedule(payload["schedule_table"])
     config_shape = tuple(settings["config_shape"])
     n_feat = config_shape[0] * (2 if settings["is_complex"] else 1)
@@ -513,10 +404,7 @@ def load_model(path: str, *, schedule: Schedule | None = None, device=None,
                            is_complex=settings["is_complex"], data_mean=payload["data_mean"],
                            data_var=payload["data_var"], t_eps=settings["t_eps"],
                            settings=settings)
-    model.history = payload.get("history", {})
     model.raw_state = payload.get("raw_state_dict") or None
-    model.meta = {k: payload[k] for k in ("theory_name", "theory_source", "params",
-                                          "theoryc_version")}
     return model.to(device=device or "cpu", dtype=dtype)
 
 

@@ -1,0 +1,88 @@
+"""The one model-file format, for flows, VANs and diffusion models alike.
+
+A model file is a `torch.save` dict of tensors, numbers, strings, lists and dicts, read back with
+`torch.load(weights_only=True)`: nothing in it is ever run. Its keys:
+
+  kind             'flow', 'van' or 'diffusion' (what rebuilds the network)
+  format_version   FORMAT_VERSION when written; a newer file is refused, not misread
+  theoryc_version  the package that wrote it (informative only)
+  theory_name, theory_source, params (JSON), shape   the theory it was trained for
+  settings         JSON: architecture and training settings
+  state_dict       the weights (for a diffusion model: the EMA weights)
+  history          the training curves (lists of numbers) and totals
+  ...              kind-specific tensors (a diffusion model's data statistics, schedule table)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from theoryc.runtime.io.atomic import atomic_replace
+from theoryc.runtime.io.attrs import decode_params, to_jsonable
+from theoryc.runtime.errors import SamplerError
+
+FORMAT_VERSION = 1
+KINDS = ("flow", "van", "diffusion")
+_RESERVED = ("kind", "format_version", "theoryc_version", "theory_name", "theory_source",
+             "params", "shape", "settings", "state_dict", "history")
+
+
+def json_params(params) -> str:
+    """A theory's parameters as JSON text (a complex value becomes [re, im])."""
+    return json.dumps(to_jsonable(dict(params or {})), sort_keys=True)
+
+
+def theory_fingerprint(theory) -> dict:
+    """What identifies the theory a model learns: name, source text, parameters, shape."""
+    return {"theory_name": str(getattr(theory, "name", "") or ""),
+            "theory_source": str(getattr(theory, "source", "") or ""),
+            "params": json_params(getattr(theory, "params", {})),
+            "shape": [int(s) for s in getattr(theory, "shape", ())]}
+
+
+def write_model_file(path: str | os.PathLike, *, kind: str, theory: dict, settings: dict,
+                     state_dict: dict, history: dict, extra: dict | None = None) -> None:
+    """Write a model file atomically. theory: a `theory_fingerprint`; extra: kind-specific
+    tensors and plain values (their keys must not shadow the common ones)."""
+    from theoryc import __version__
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+    clash = set(extra or {}) & set(_RESERVED)
+    if clash:
+        raise ValueError(f"model-file extras may not redefine {sorted(clash)}")
+    payload = {"kind": kind, "format_version": FORMAT_VERSION, "theoryc_version": __version__,
+               "theory_name": theory["theory_name"], "theory_source": theory["theory_source"],
+               "params": theory["params"], "shape": list(theory["shape"]),
+               "settings": json.dumps(settings, sort_keys=True),
+               "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+               "history": to_jsonable(history or {}), **(extra or {})}
+    atomic_replace(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_model_file(path: str | os.PathLike) -> tuple[str, dict]:
+    """(kind, payload) of a model file; a foreign, corrupt or newer file is a one-line error."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception:    # the weights-only unpickler raises many types for a foreign file
+        raise SamplerError(f"{path} is not a model file theoryc wrote: it does not load as plain "
+                           "tensors and numbers (nothing in a model file is ever run)") from None
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS \
+            or not isinstance(payload.get("format_version"), int):
+        raise SamplerError(f"{path} is not a model file theoryc wrote (no model kind and format "
+                           "version in it)")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise SamplerError(f"{path} was written by a newer theoryc (model format "
+                           f"{payload['format_version']}; this one reads up to {FORMAT_VERSION})")
+    payload["settings"] = json.loads(payload["settings"])
+    return payload["kind"], payload
+
+
+def model_meta(payload: dict) -> dict:
+    """The theory a loaded model belongs to, with its parameters decoded."""
+    return {"theory_name": payload["theory_name"], "theory_source": payload["theory_source"],
+            "params": decode_params(json.loads(payload["params"])), "shape": list(payload["shape"]),
+            "theoryc_version": payload.get("theoryc_version")}

@@ -1,0 +1,230 @@
+"""The one training loop for every generative model (flows, VANs, diffusion models).
+
+A model kind supplies a *task*: `net` (the module whose parameters are trained), `settings` (a
+JSON-able dict of everything of that kind which changes the result: architecture, theory and
+data fingerprints, loss options), `loss(step, generator) -> (loss, info)` and
+`record(info) -> {name: float}` (the kind's diagnostics, called at logging steps only). The loop
+owns everything else, once:
+
+- Adam with a learning rate warmed up linearly over `warmup` steps, then constant
+  (lr_final_fraction = 1) or cosine-decayed to lr_final_fraction * lr;
+- gradient clipping (grad_clip; None = none) and an exponential moving average of the weights
+  (ema_decay; None = none), whose warm-up min(decay, (1 + step) / (10 + step)) lets the early
+  average forget the initial weights;
+- one NaN policy: a step whose loss or gradient is not finite is skipped (no update) and counted;
+  more than max_bad_steps of them in a row stop the training with a one-line error;
+- the history: every log_every steps the mean loss since the last entry, the learning rate,
+  the seconds spent and the task's diagnostics; totals skipped_steps, train_seconds,
+  samples_per_second;
+- the progress bar and checkpoints: every checkpoint_every steps and at the end, a checkpoint
+  holds weights, EMA, optimizer, RNG, counters, history and the settings; `resume` continues it
+  bit for bit and refuses one made with any other setting, naming it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from theoryc.runtime.io.checkpoint import load_checkpoint, save_checkpoint
+from theoryc.runtime.errors import SamplerError
+
+CHECKPOINT_KIND = "training"
+
+
+class NonFiniteTraining(SamplerError, FloatingPointError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The loop's settings that change the result (all recorded in checkpoints)."""
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    warmup: int = 0
+    lr_final_fraction: float = 1.0
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    max_bad_steps: int = 50
+    log_every: int = 10
+
+
+@dataclass
+class TrainResult:
+    history: dict            # lists per logged step, plus totals
+    raw_state: dict | None   # the last (non-averaged) weights when an EMA replaced them
+    steps_done: int
+
+
+def learning_rate(step: int, s: TrainSettings) -> float:
+    """Linear warm-up, then cosine decay to lr_final_fraction * lr (constant when it is 1)."""
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    p = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
+    f = s.lr_final_fraction
+    return s.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def data_fingerprint(data: torch.Tensor | None) -> str | None:
+    """sha256 of the training data's bytes, shape and dtype (None without data)."""
+    if data is None:
+        return None
+    t = data.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)} {t.dtype}".encode())
+    h.update(t.numpy().tobytes() if not t.is_complex() else torch.view_as_real(t).numpy().tobytes())
+    return h.hexdigest()
+
+
+def theory_digest(theory) -> str:
+    """sha256 of the theory's name, source, parameters and shape."""
+    from theoryc.runtime.io.modelfile import theory_fingerprint
+    return hashlib.sha256(json.dumps(theory_fingerprint(theory), sort_keys=True).encode()).hexdigest()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def refuse_other_settings(path, saved: dict, current: dict) -> None:
+    """A one-line error naming the first setting in which a checkpoint differs from this run."""
+    a, b = _flat(saved), _flat(current)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            raise SamplerError(f"checkpoint {path} was made with {key}={a.get(key)!r}, this run "
+                               f"has {b.get(key)!r}; remove it or rerun with its settings")
+
+
+def _all_settings(task, s: TrainSettings) -> dict:
+    # round-trip through JSON so that a loaded checkpoint compares equal (tuples become lists)
+    return json.loads(json.dumps({"training": dataclasses.asdict(s), **task.settings}))
+
+
+def _fresh_state() -> dict:
+    return {"step": 0, "history": {"step": [], "loss": [], "lr": [], "seconds": []},
+            "window": [0.0, 0], "bad": 0, "skipped": 0, "seconds": 0.0}
+
+
+def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None,
+          checkpoint_every: int = 200, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True, desc: str = "train") -> TrainResult:
+    """Run the loop on `task` (see the module docstring); the task's net ends with the EMA
+    weights when an EMA is used. stop_after: end this call after that many steps (checkpointed);
+    a later call with resume=True and the same settings carries on."""
+    net = task.net
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=s.lr)
+    ema = None
+    if s.ema_decay is not None:
+        ema = copy.deepcopy(net)
+        for p in ema.parameters():
+            p.requires_grad_(False)
+    gen = torch.Generator(device=device).manual_seed(s.seed)
+    settings = _all_settings(task, s)
+    state = _fresh_state()
+    if resume and checkpoint and os.path.exists(checkpoint):
+        state = _restore(checkpoint, settings, net, ema, opt, gen)
+    start = state["step"]
+    end = s.steps if stop_after is None else min(s.steps, start + stop_after)
+    bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc)
+    t0 = time.perf_counter() - state["seconds"]
+    while state["step"] < end:
+        _step(task, s, net, params, ema, opt, gen, state)
+        state["seconds"] = time.perf_counter() - t0
+        bar.update(1)
+        if state["history"]["step"] and state["history"]["step"][-1] == state["step"] - 1:
+            bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state["history"].items()
+                             if k not in ("step", "seconds", "lr")}, refresh=False)
+        if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
+            _save(checkpoint, settings, net, ema, opt, gen, state)
+    bar.close()
+    raw = None
+    if ema is not None:
+        raw = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(ema.state_dict())
+    seconds = max(state["seconds"], 1e-9)
+    history = dict(state["history"], skipped_steps=state["skipped"], train_seconds=state["seconds"],
+                   samples_per_second=state["step"] * s.batch_size / seconds)
+    return TrainResult(history=history, raw_state=raw, steps_done=state["step"])
+
+
+def _step(task, s, net, params, ema, opt, gen, state):
+    step = state["step"]
+    for group in opt.param_groups:
+        group["lr"] = learning_rate(step, s)
+    opt.zero_grad(set_to_none=True)
+    loss, info = task.loss(step, gen)
+    ok = bool(torch.isfinite(loss))
+    if ok:
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip or math.inf)
+        ok = bool(torch.isfinite(norm))
+    if not ok:     # the one NaN policy: no update from this batch; persistent trouble stops
+        state["skipped"] += 1
+        state["bad"] += 1
+        if state["bad"] > s.max_bad_steps:
+            raise NonFiniteTraining(f"{state['bad']} steps in a row with a non-finite loss or "
+                                    f"gradient (up to step {step}); lower the learning rate")
+    else:
+        state["bad"] = 0
+        opt.step()
+        if ema is not None:
+            _ema_update(ema, net, min(s.ema_decay, (1 + step) / (10 + step)))
+        state["window"][0] += float(loss.detach())
+        state["window"][1] += 1
+    state["step"] = step + 1
+    if state["step"] % s.log_every == 0 or state["step"] == s.steps:
+        _log(task, state, step, info, opt)
+
+
+@torch.no_grad()
+def _ema_update(ema, net, decay: float):
+    for pe, p in zip(ema.parameters(), net.parameters()):
+        pe.lerp_(p, 1 - decay)
+
+
+def _log(task, state, step, info, opt):
+    total, count = state["window"]
+    entry = {"step": step, "loss": total / count if count else float("nan"),
+             "lr": opt.param_groups[0]["lr"], "seconds": state["seconds"], **task.record(info)}
+    h = state["history"]
+    for k, v in entry.items():
+        h.setdefault(k, []).append(float(v) if k != "step" else int(v))
+    state["window"] = [0.0, 0]
+
+
+def _save(path, settings, net, ema, opt, gen, state):
+    save_checkpoint(path, {"kind": CHECKPOINT_KIND, "settings": json.dumps(settings, sort_keys=True),
+                           "net": net.state_dict(), "ema": ema.state_dict() if ema else None,
+                           "optimizer": opt.state_dict(), "rng": gen.get_state(),
+                           "state": {k: v for k, v in state.items()}})
+
+
+def _restore(path, settings, net, ema, opt, gen) -> dict:
+    ck = load_checkpoint(path)
+    if ck.get("kind") != CHECKPOINT_KIND:
+        raise SamplerError(f"{path} is not a training checkpoint (it holds {ck.get('kind')!r})")
+    refuse_other_settings(path, json.loads(ck["settings"]), settings)
+    net.load_state_dict(ck["net"])
+    if ema is not None:
+        ema.load_state_dict(ck["ema"])
+    opt.load_state_dict(ck["optimizer"])
+    gen.set_state(ck["rng"])
+    state = ck["state"]
+    state["window"] = list(state["window"])
+    return state
