@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import fakes_langevin  # noqa: E402
 
-from theoryc.runtime.complex_langevin import run_complex_langevin  # noqa: E402
-from theoryc.runtime.langevin import KERNELS  # noqa: E402
+from theoryc.runtime.chains.complex_langevin import run_complex_langevin  # noqa: E402
+from theoryc.runtime.chains.langevin import KERNELS  # noqa: E402
 
 
 def load(name, **params):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ensemble import SamplerRun
+from theoryc.runtime.io.ensemble import SamplerRun
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.stats.reweighting import (as_float64, expected_imh_acceptance, free_energy,
                                                kish_ess, log_z_estimate)

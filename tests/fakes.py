@@ -29,6 +29,8 @@ class FakeTheory:
     symmetries: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
     source: str = ""
+    flip_delta_fn: Callable | None = None    # spin theories: what the compiler derives
+    flip_offsets: tuple = ()
 
     @property
     def n_fields(self):
@@ -48,6 +50,9 @@ class FakeTheory:
 
     def action(self, phi):
         return self.action_fn(phi)
+
+    def flip_delta(self, s):
+        return self.flip_delta_fn(s)
 
     def force(self, phi):
         with torch.enable_grad():
@@ -147,10 +152,23 @@ def ising_2d(L=4, beta=0.44):
         f = s[:, 0]
         return -beta * (f * torch.roll(f, -1, 1) + f * torch.roll(f, -1, 2)).flatten(1).sum(1)
 
+    def flip_delta(s):
+        """Flipping s(x) alone changes S by 2 beta s(x) (sum of its 4 neighbours), by hand."""
+        f = s[:, 0]
+        neighbours = sum(torch.roll(f, shift, dim) for shift in (1, -1) for dim in (1, 2))
+        return (2 * beta * f * neighbours).unsqueeze(1)
+
+    def bond(s):
+        """<s_x s_y> per nearest-neighbour bond (2 bonds per site)."""
+        f = s[:, 0]
+        return (f * torch.roll(f, -1, 1) + f * torch.roll(f, -1, 2)).flatten(1).mean(1) / 2
+
     return FakeTheory(name="ising_2d", action_fn=action, lattice=(L, L), field_names=("s",),
                       field_kinds=("spin",),
-                      observable_fns={"m": lambda s: s[:, 0].flatten(1).mean(1)},
-                      params={"beta": beta}, symmetries=[lambda s: -s])
+                      observable_fns={"m": lambda s: s[:, 0].flatten(1).mean(1), "bond": bond},
+                      params={"beta": beta}, symmetries=[lambda s: -s],
+                      flip_delta_fn=flip_delta,
+                      flip_offsets=((1, 0), (-1, 0), (0, 1), (0, -1)))
 
 
 def ve_schedule(sigma):

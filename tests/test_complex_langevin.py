@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from fakes_langevin import Interrupting, gaussian_fast, quartic_fast
-from theoryc.runtime import cl_diagnostics
-from theoryc.runtime.complex_langevin import run_complex_langevin
-from theoryc.runtime.langevin import SamplerError, run_langevin
+from theoryc.runtime.chains import cl_diagnostics
+from theoryc.runtime.chains.complex_langevin import run_complex_langevin
+from theoryc.runtime.chains.langevin import run_langevin
+from theoryc.runtime.errors import SamplerError
 
 # reference/ lives in ../shared beside the repository (for every developer and CI)
 EXACT = json.loads((Path(__file__).resolve().parents[2] / "shared" / "reference" /

@@ -181,35 +181,35 @@ def test_user_complex_gaussian(work, sets, s):
 
 
 def test_resume_after_interrupt_is_bitwise_identical(work, monkeypatch):
-    """Interrupt an HMC run after trajectory 250 (checkpoint at 200): the CLI says how to go on,
+    """Interrupt an HMC run after trajectory 250 (checkpoints every 100 kept configurations: the
+    last at trajectory 200): the CLI says how to go on,
     `--resume` finishes it, and the ensemble equals an uninterrupted run's bit for bit."""
     import h5py
-    from theoryc.runtime import hmc
+    from theoryc.runtime.chains import hmc
 
     args = ("sample", "phi4_2d", "--set", "L=4", "--sampler", "hmc", "--n", 200, "--chains", 2,
             "--warmup", 100, "--seed", 5, "--quiet")
     cli(*args, "-o", work / "whole.h5")
 
-    original = hmc._HMCLoop.advance
+    original = hmc.HMCKernel.step
+    calls = {"n": 0}
 
-    def interrupted(self):
-        if self.iteration == 250:
+    def counted(self, *a, **kw):
+        calls["n"] += 1
+        return original(self, *a, **kw)
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 250:
             raise KeyboardInterrupt
-        original(self)
+        return original(self, *a, **kw)
 
-    monkeypatch.setattr(hmc._HMCLoop, "advance", interrupted)
+    monkeypatch.setattr(hmc.HMCKernel, "step", interrupted)
     result = cli(*args, "-o", work / "parts.h5", expect=130)
     assert "--resume" in result.output
     assert (work / "parts.h5.ckpt").exists() and not (work / "parts.h5").exists()
-    monkeypatch.setattr(hmc._HMCLoop, "advance", original)
-
-    calls = {"n": 0}
-
-    def counted(self):
-        calls["n"] += 1
-        original(self)
-
-    monkeypatch.setattr(hmc._HMCLoop, "advance", counted)
+    calls["n"] = 0
+    monkeypatch.setattr(hmc.HMCKernel, "step", counted)
     cli(*args, "--resume", "-o", work / "parts.h5")
     assert calls["n"] == 300 - 200                    # it continued from the checkpoint
     assert not (work / "parts.h5.ckpt").exists()

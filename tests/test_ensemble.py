@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import fakes
-from theoryc.runtime import ensemble as ensemble_module
-from theoryc.runtime.checkpoint import load_checkpoint, save_checkpoint
-from theoryc.runtime.ensemble import (SamplerRun, decode_params, read_ensemble, theory_attrs,
+from theoryc.runtime.io import ensemble as ensemble_module
+from theoryc.runtime.io.checkpoint import load_checkpoint, save_checkpoint
+from theoryc.runtime.io.ensemble import (SamplerRun, decode_params, read_ensemble, theory_attrs,
                                       write_ensemble)
 from theoryc.runtime.measure import estimate_input_series, measure_observables
 
@@ -73,7 +73,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def explode(f, attrs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ensemble_module, "_write_attrs", explode)   # fails after the arrays
+    monkeypatch.setattr(ensemble_module, "write_attrs", explode)    # fails after the arrays
     with pytest.raises(RuntimeError, match="disk full"):
         write_ensemble(path, run, {"M": np.zeros((2, 5))}, ATTRS)
     assert os.listdir(tmp_path) == []

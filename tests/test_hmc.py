@@ -9,13 +9,14 @@ import pytest
 import torch
 
 import fakes
-from theoryc.runtime import hmc
+from theoryc.runtime.chains import hmc
 from theoryc.runtime.stats.cumulants import cumulants
 from theoryc.runtime.stats.estimates import derived
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.stats.summary import summarize
-from theoryc.runtime.ensemble import SamplerError, read_ensemble, write_ensemble
-from theoryc.runtime.hmc import run_hmc
+from theoryc.runtime.errors import SamplerError
+from theoryc.runtime.io.ensemble import read_ensemble, write_ensemble
+from theoryc.runtime.chains.hmc import run_hmc
 from theoryc.runtime.measure import estimate_input_series, measure_observables
 
 from conftest import REFERENCE as EXACT_JSON
@@ -194,12 +195,12 @@ class Interrupt(Exception):
     pass
 
 
-REAL_STEP = hmc.step
+REAL_STEP = hmc.HMCKernel.step
 
 
 def interrupt_after(monkeypatch, trajectories):
-    """Make `hmc.step` raise after `trajectories` calls, as a killed job would stop; the returned
-    dict counts the calls."""
+    """Make the HMC kernel's step raise after `trajectories` calls, as a killed job would stop;
+    the returned dict counts the calls."""
     real, calls = REAL_STEP, {"n": 0}
 
     def step(*args, **kwargs):
@@ -208,7 +209,7 @@ def interrupt_after(monkeypatch, trajectories):
             raise Interrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hmc, "step", step)
+    monkeypatch.setattr(hmc.HMCKernel, "step", step)
     return calls
 
 
@@ -217,15 +218,17 @@ def test_resume_gives_bitwise_identical_ensemble(tmp_path, monkeypatch):
     kwargs = dict(n=40, chains=3, warmup=30, seed=8, every=2, progress=False, checkpoint_every=10)
     reference = run_hmc(theory, **kwargs)
     path = tmp_path / "run.ckpt"
-    # Killed after trajectory 25 (tuning; last checkpoint 20), resumed and killed again after
-    # 20 + 45 = 65 (production; last checkpoint 60), then resumed to the end (30 + 2 * 40 = 110).
+    # Checkpoints every 10 kept configurations = 20 trajectories (warm-up: at 20 and at its end,
+    # 30; production: 50, 70, ...). Killed after trajectory 25 (tuning; last checkpoint 20),
+    # resumed and killed again after 20 + 45 = 65 (production; last checkpoint 50), then resumed
+    # to the end (30 + 2 * 40 = 110).
     for calls in (25, 45):
         interrupt_after(monkeypatch, calls)
         with pytest.raises(Interrupt):
             run_hmc(theory, checkpoint=path, resume=True, **kwargs)
     calls = interrupt_after(monkeypatch, 10**9)
     resumed = run_hmc(theory, checkpoint=path, resume=True, **kwargs)
-    assert calls["n"] == 110 - 60             # it did continue from the checkpoint
+    assert calls["n"] == 110 - 50             # it did continue from the checkpoint
     assert torch.equal(resumed.configs, reference.configs)
     for name, value in reference.stats.items():
         assert np.array_equal(resumed.stats[name], value), name
@@ -274,13 +277,15 @@ def test_compiled_phi4_free_field_and_estimates():
     chi2 = derived(lambda m: 256 * m[0], [obs["M"] ** 2])
     assert abs(phi2.mean - phi2_exact) < 3 * phi2.error, phi2
     assert abs(chi2.mean - chi2_exact) < 3 * chi2.error, chi2
-    # The compiled estimate chi2 = V (<M^2> - <|M|>^2) agrees with the same formula by hand.
+    # The compiled estimates chi2 = V (<M^2> - <M>^2) and chi2_abs = V (<M^2> - <|M|>^2)
+    # agree with the same formulas by hand.
     inputs = estimate_input_series(theory, obs)
-    compiled = derived(theory.estimates["chi2"].fn,
-                       [inputs[i] for i in theory.estimates["chi2"].inputs])
-    by_hand = derived(lambda a: 256 * (a[0] - a[1] ** 2), [obs["M"] ** 2, np.abs(obs["M"])])
-    assert compiled.mean == pytest.approx(by_hand.mean, rel=1e-10)
-    assert compiled.error == pytest.approx(by_hand.error, rel=1e-8)
+    for name, m in (("chi2", obs["M"]), ("chi2_abs", np.abs(obs["M"]))):
+        compiled = derived(theory.estimates[name].fn,
+                           [inputs[i] for i in theory.estimates[name].inputs])
+        by_hand = derived(lambda a: 256 * (a[0] - a[1] ** 2), [obs["M"] ** 2, m])
+        assert compiled.mean == pytest.approx(by_hand.mean, rel=1e-10), name
+        assert compiled.error == pytest.approx(by_hand.error, rel=1e-8), name
 
 
 def test_compiled_double_gaussian_cumulants():

@@ -15,7 +15,8 @@ from scipy.integrate import quad
 
 from fakes import double_gaussian_0d, ising_2d, phi4_lattice, quartic_0d
 from fakes_langevin import Interrupting, gaussian_fast, phi4_fast, quartic_fast
-from theoryc.runtime.langevin import SamplerError, run_langevin
+from theoryc.runtime.chains.langevin import run_langevin
+from theoryc.runtime.errors import SamplerError
 
 EXACT = json.loads((Path(__file__).resolve().parents[2] / "shared" / "reference" /
                     "exact.json").read_text())

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fakes_langevin import phi4_fast, quartic_fast
-from theoryc.runtime.complex_langevin import run_complex_langevin
-from theoryc.runtime.langevin import run_langevin
+from theoryc.runtime.chains.complex_langevin import run_complex_langevin
+from theoryc.runtime.chains.langevin import run_langevin
 from theoryc.runtime.figures.ensemble import drift_on_grid, plot_ensemble
 from theoryc.runtime.stats.gamma import normalised_autocorrelation
 

@@ -11,7 +11,7 @@ from theoryc.runtime.stats.cumulants import cumulants, cumulants_from_moments
 from theoryc.runtime.stats.estimates import derived, observable_stats
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.stats.summary import format_summary, format_value_error, summarize
-from theoryc.runtime.ensemble import Ensemble
+from theoryc.runtime.io.ensemble import Ensemble
 from theoryc.runtime.theory import Estimate
 
 DOUBLE_GAUSSIAN_KAPPA = {2: 1.0625, 4: -2.0, 6: 16.0, 8: -272.0}   # mu0 = 1, s0 = 1/4 (seed)

@@ -153,3 +153,310 @@ class CompiledTheory:
     def __repr__(self):
         lat = " x ".join(map(str, self.lattice)) or "0-d"
         return f"<theory {self.name}: {lat}, fields {', '.join(self.field_names)}, params {self.params}>"
+
+
+CHAIN_SAMPLERS = ("hmc", "langevin", "metropolis")
+
+
+def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, output=None,
+           resume: bool = False, model=None, save_every: int = 1, configs: bool = True,
+           **options):
+    """Run a Markov-chain sampler on `theory`, as `theoryc sample` does, and return its run
+    (runtime/io/ensemble.py `SamplerRun`): observables as (chains, n) arrays measured block by
+    block, stats, summary, settings, timing; configs in memory, or None when streamed to `output`
+    (then `path`).
+
+    theory: a loaded theory or a name/path. sampler: "hmc", "langevin" (complex Langevin for a
+    complex action) or "metropolis" (spin fields); "flow" or "diffusion" with a trained `model`
+    draw from it instead (`sample_model`). output: stream the ensemble to that file,
+    checkpointing to OUTPUT.ckpt; resume: continue from it (it must have been made with the same
+    settings). model: an energy-based diffusion model (file or loaded) whose learned energy is
+    sampled instead of the action (observables still measured on the theory's fields).
+    save_every: store every K-th configuration (observables of all); configs=False: store none.
+    options: those of run_hmc / run_langevin / run_metropolis (runtime/chains/), e.g. warmup,
+    seed, device, dtype ("float32"), step, every, scheme, integrator, progress.
+    """
+    import inspect
+    import torch
+    from .runtime.chains.driver import Output
+    from .runtime.errors import SamplerError
+    from .runtime.measure import measure_observables
+    th = load(theory) if isinstance(theory, (str, Path)) else theory
+    if sampler in MODEL_SAMPLERS:
+        return sample_model(th, sampler, model, n, output, options)
+    run_sampler = chain_sampler(sampler)
+    target = th if model is None else energy_target(model, th, options.get("device", "cpu"))
+    if sampler == "hmc" and "step" in options:
+        options["step_size"] = options.pop("step")
+    if isinstance(options.get("dtype"), str):
+        options["dtype"] = getattr(torch, options["dtype"])
+    accepted = set(inspect.signature(run_sampler).parameters)
+    if th.is_complex and sampler == "langevin":
+        from .runtime.chains.complex_langevin import run_complex_langevin
+        accepted |= set(inspect.signature(run_complex_langevin).parameters)
+    unknown = set(options) - accepted
+    if unknown:
+        raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
+    name = sampler if model is None else f"{sampler} on the energy of a diffusion model"
+    attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
+             "sampler": name, "seed": options.get("seed", 0)}
+    out = Output(output, attrs, observe=lambda cfg: measure_observables(target, cfg))
+    checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
+    run = run_sampler(target, n=n, chains=chains, output=out, checkpoint=checkpoint,
+                      resume=resume, save_every=save_every, store_configs=configs, **options)
+    if output and checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
+    return run
+
+
+def chain_sampler(name: str):
+    from .runtime.errors import SamplerError
+    if name == "hmc":
+        from .runtime.chains.hmc import run_hmc
+        return run_hmc
+    if name == "langevin":
+        from .runtime.chains.langevin import run_langevin
+        return run_langevin
+    if name == "metropolis":
+        from .runtime.chains.metropolis import run_metropolis
+        return run_metropolis
+    raise SamplerError(f"unknown chain sampler {name!r}; choose one of {', '.join(CHAIN_SAMPLERS)}"
+                       " (flows and diffusion models: theoryc sample --sampler flow|diffusion)")
+
+
+def energy_target(model, th, device):
+    """An energy-based diffusion model's learned energy at small t, as a theory HMC/Langevin can
+    sample (the seed's "MCMC-EBM"); `model` is a model file or a loaded model."""
+    from .runtime.errors import SamplerError
+    from .runtime.models.diffusion import EnergyPotential
+    model = trained_model(model, th, ("diffusion",), device)
+    if getattr(model, "flavour", None) != "energy":
+        raise SamplerError("a score-based model has no energy to sample: train with --flavour energy")
+    return EnergyPotential(model, th)
+
+
+MODEL_SAMPLERS = ("flow", "diffusion")
+
+
+def trained_model(model, th, kinds, device):
+    """A model file (or an already loaded model) of one of `kinds`, trained for theory `th`;
+    a diffusion model takes the theory's compiled schedule of the name it records."""
+    from .runtime.errors import SamplerError
+    if isinstance(model, (str, Path)):
+        from .runtime.models import load_model
+        if not Path(model).is_file():
+            raise SamplerError(f"no such model file: {model}")
+        model = load_model(model, kinds=kinds, device=device, schedules=th.schedules)
+    elif model is None:
+        raise SamplerError("this sampler needs a trained model: --model MODEL.pt (see 'theoryc train')")
+    trained_for = getattr(model, "meta", {}).get("theory_name")
+    if trained_for and trained_for != th.name:
+        raise SamplerError(f"the model was trained for theory '{trained_for}', not '{th.name}'")
+    return model
+
+
+def sample_model(th, sampler, model, n, output, options):
+    """`sample` with a trained model: "flow" (a flow or VAN: an exact independent-Metropolis
+    chain over its proposals, or with metropolis=False the proposals with log-weights) or
+    "diffusion" (n independent configurations from the reverse SDE/ODE). options: those of
+    sample_flow (runtime/neural_mcmc.py) / sample_diffusion (runtime/models/diffusion.py)."""
+    import inspect
+    from .runtime.errors import SamplerError
+    from .runtime.io.ensemble import write_ensemble
+    from .runtime.measure import measure_observables
+    if sampler == "flow":
+        from .runtime.models import FLOW_KINDS as kinds
+        from .runtime.neural_mcmc import sample_flow as draw
+    else:
+        from .runtime.models.diffusion import sample_diffusion as draw
+        kinds = ("diffusion",)
+    unknown = set(options) - set(inspect.signature(draw).parameters)
+    if unknown:
+        raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
+    model = trained_model(model, th, kinds, options.get("device", "cpu"))
+    run = draw(th, model, n, **options) if sampler == "flow" else draw(model, n, **options)
+    run.observables = measure_observables(th, run.configs)
+    if output:
+        attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
+                 "sampler": sampler, "seed": options.get("seed", 0)}
+        write_ensemble(output, run, run.observables, attrs)
+        run.path = Path(output)
+    return run
+
+
+@dataclass
+class Trained:
+    """What `train` returns: the model (ready to sample), its kind ('flow', 'van', 'diffusion'),
+    the training history, the settings it was trained with, and the model file if written."""
+    model: object
+    kind: str
+    history: dict
+    settings: dict
+    path: Path | None = None
+
+
+def train(theory, model: str = "flow", *, data=None, output=None, resume: bool = False,
+          **options) -> Trained:
+    """Train a flow (reverse KL against the action; a VAN for spin fields) or a diffusion model
+    (denoising score matching on `data`) for `theory`, as `theoryc train` does.
+
+    theory: a loaded theory or a name/path; data: an ensemble file or a tensor of configurations
+    (diffusion; flow: optional forward-KL term); output: write the model file there (atomically),
+    checkpointing to OUTPUT.ckpt on the way; resume: continue from that checkpoint, which must
+    have been made with the same settings. options: those of train_flow / train_diffusion
+    (runtime/models/variational.py, diffusion.py), e.g. steps, batch_size, lr, seed, device,
+    dtype, progress; diffusion also schedule (a name of the theory's; default its first),
+    flavour, t_power.
+    """
+    import inspect
+    from .runtime.errors import SamplerError
+    from .runtime.models import save_model
+    import torch
+    th = load(theory) if isinstance(theory, (str, Path)) else theory
+    if model not in ("flow", "diffusion"):
+        raise SamplerError(f"unknown model {model!r}; choose 'flow' or 'diffusion'")
+    configs = None if data is None else training_data(data)
+    if model == "flow":
+        from .runtime.models.variational import train_flow as fit
+        args = {"data": configs}
+    else:
+        from .runtime.models.diffusion import train_diffusion as fit
+        if configs is None:
+            raise SamplerError("a diffusion model learns from data: pass an ensemble "
+                               "(--data ENSEMBLE.h5; see 'theoryc sample')")
+        args = {"data": configs, "schedule": pick_schedule(th, options.pop("schedule", None))}
+    unknown = set(options) - set(inspect.signature(fit).parameters) - {"theory_like"}
+    if unknown:
+        raise SamplerError(f"{model} training has no option {', '.join(sorted(unknown))}")
+    if isinstance(options.get("dtype"), str):
+        options["dtype"] = getattr(torch, options["dtype"])
+    checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
+    trained = fit(th, **args, checkpoint=checkpoint, resume=resume, **options)
+    if output:
+        save_model(trained, output, th)
+        Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
+    return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
+                   Path(output) if output else None)
+
+
+def training_data(data):
+    """Configurations to train on: an ensemble file's, or a tensor/array as given."""
+    import torch
+    if isinstance(data, (str, Path)):
+        return torch.as_tensor(open_ensemble(data, configs=True).configs)
+    return torch.as_tensor(data)
+
+
+def pick_schedule(th, name):
+    """The theory's schedule of that name (default: its first), or a one-line error."""
+    from .runtime.errors import SamplerError
+    if not th.schedules:
+        raise SamplerError(f"theory '{th.name}' declares no schedule; add 'schedule ve {{ ... }}'")
+    name = name or next(iter(th.schedules))
+    if name not in th.schedules:
+        raise SamplerError(f"no schedule '{name}' in theory '{th.name}'; it has: {', '.join(th.schedules)}")
+    return th.schedules[name]
+
+
+# --------------------------------------------------------------------------------- measurement
+
+def measure(path_or_run, theory=None, cumulants: int | None = None, *, params: dict | None = None,
+            batch_size: int = 4096):
+    """What `theoryc measure` computes, as a `Measurement` (runtime/measure.py): observables as
+    (chains, n) arrays, the summary dict the CLI prints as JSON (.summary; .table() is the text),
+    the sampler's settings.
+
+    path_or_run: an ensemble file, or a sampler's run in memory (then `theory` says what to
+    measure on its configurations when it carries no observables). theory: None for the
+    observables the file stores and the estimates of the theory it records; a loaded theory, or
+    a name/path, to evaluate that theory's observables and estimates on the stored
+    configurations (re-measurement: same fields and lattice). A name/path theory takes the
+    values of the parameters it shares with the ensemble's; `params` override them.
+    cumulants: add kappa_2..kappa_N of every observable.
+    """
+    from .runtime import measure as m
+    path = ensemble_path(path_or_run)
+    if path is None:
+        return measure_run(path_or_run, theory, cumulants)
+    ens = open_ensemble(path)
+    recorded = ensemble_theory(ens)
+    if theory is None:
+        return m.measure_ensemble(ens, recorded, cumulants)
+    other = theory_for(theory, ens, params)
+    return m.remeasure(path, ens, other, recorded, cumulants, batch_size)
+
+
+def observe(path, theory, output, *, params: dict | None = None, batch_size: int = 4096):
+    """What `theoryc observe` does: write `output`, a copy of the ensemble at `path` (its stored
+    configurations, their stats and log weights) with `theory`'s observables, attributes and
+    source, so that `measure output` gives its estimates. Returns (chains, n)."""
+    from .runtime.measure import write_observed
+    ens = open_ensemble(path)
+    return write_observed(path, output, theory_for(theory, ens, params), ensemble_theory(ens),
+                          batch_size)
+
+
+def ensemble_path(path_or_run):
+    """The file behind `measure`'s argument: a path, or a run streamed to a file; else None."""
+    if isinstance(path_or_run, (str, Path)):
+        return path_or_run
+    path = getattr(path_or_run, "path", None)
+    return path if path is not None and getattr(path_or_run, "configs", None) is None else None
+
+
+def measure_run(run, theory, cumulants):
+    """`measure` of a run in memory: its own observables, or those of `theory` on its configs."""
+    from .runtime.errors import SamplerError
+    from .runtime.io.ensemble import Ensemble
+    from .runtime.measure import measure_ensemble, measure_observables
+    th = load(theory) if isinstance(theory, (str, Path)) else theory
+    observables = getattr(run, "observables", None)
+    if th is not None and run.configs is not None:
+        observables = measure_observables(th, run.configs)
+    if not observables:
+        raise SamplerError("this run carries no observables: pass the theory to measure on it")
+    attrs = {"summary": run.summary, "settings": run.settings,
+             "theory_name": th.name if th is not None else ""}
+    return measure_ensemble(Ensemble(None, observables, run.stats, run.log_weights, attrs), th,
+                            cumulants)
+
+
+def open_ensemble(path, configs: bool = False):
+    """An ensemble file read back (without its configurations unless asked), or a one-line
+    error for a file that is not one."""
+    from .runtime.errors import SamplerError
+    from .runtime.io.ensemble import read_ensemble
+    if not Path(path).is_file():
+        raise SamplerError(f"no such ensemble file: {path}")
+    try:
+        return read_ensemble(path, configs=configs)
+    except (OSError, KeyError) as err:
+        raise SamplerError(f"{path} is not an ensemble file theoryc wrote ({err})") from None
+
+
+def ensemble_theory(ens):
+    """The theory an ensemble records, compiled with the parameters it was sampled at (None when
+    the file records no source)."""
+    from .runtime.io.attrs import decode_params
+    source = ens.attrs.get("theory_source")
+    if not source:
+        return None
+    return load_text(source, f"{ens.attrs.get('theory_name') or 'theory'}.theory",
+                     **decode_params(ens.params))
+
+
+def theory_for(theory, ens, params: dict | None = None):
+    """The theory to re-measure an ensemble with: a loaded one as given; a name/path loaded with
+    the ensemble's values of the parameters it declares, then `params`."""
+    from .runtime.errors import SamplerError
+    from .runtime.io.attrs import decode_params
+    if not isinstance(theory, (str, Path)):
+        if params:
+            raise SamplerError("params apply to a theory given by name or path, not a loaded one")
+        return theory
+    declared = load(theory).params
+    values = {k: v for k, v in decode_params(ens.params).items() if k in declared}
+    values.update(params or {})
+    return load(theory, **values)
+
+# ------------------------------------------------------------------------- end of measurement

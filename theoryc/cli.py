@@ -15,7 +15,7 @@ import click
 
 from .dsl.errors import TheoryError, printable
 
-SAMPLERS = ("hmc", "langevin", "flow", "diffusion")
+SAMPLERS = ("hmc", "langevin", "metropolis", "flow", "diffusion")
 
 
 class UserError(Exception):
@@ -131,55 +131,58 @@ def compile(theory, sets, emit):
               help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion integration steps.")
 @click.option("--no-metropolis", is_flag=True, help="Flow: keep raw proposals with log-weights instead of an exact chain.")
+@click.option("--save-every", type=click.IntRange(1), default=1, show_default=True,
+              help="Chain samplers: store every K-th configuration (observables of all).")
+@click.option("--no-configs", is_flag=True, help="Chain samplers: store observables and statistics only.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
-           trajectory_length, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver, steps, no_metropolis, resume, quiet, output):
+           trajectory_length, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver,
+           steps, no_metropolis, save_every, no_configs, resume, quiet, output):
     """Sample THEORY and write an ensemble file."""
     from . import api
     th = api.load(theory, **parse_sets(sets))
     device = pick_device(device)
     common = dict(seed=seed, device=device, progress=not quiet)
-    checkpoint = output + ".ckpt"
-    target = th
-    if sampler in ("hmc", "langevin") and model_path:
-        target = energy_potential(need_model(model_path), th, device)   # MCMC on a learned energy
+    if sampler in api.CHAIN_SAMPLERS:
+        options = chain_options(sampler, th, warmup=warmup, dtype=dtype, every=every, step=step,
+                                integrator=integrator, trajectory_length=trajectory_length,
+                                target_accept=target_accept, scheme=scheme, noise_imag=noise_imag,
+                                no_adaptive=no_adaptive, no_symmetry_moves=no_symmetry_moves)
+        run = api.sample(th, sampler, n=n, chains=chains, output=output, resume=resume,
+                         model=need_model(model_path) if model_path else None,
+                         save_every=save_every, configs=not no_configs, **common, **options)
+    else:   # a trained model's independent proposals (flow: through an exact Metropolis chain)
+        options = {"metropolis": not no_metropolis} if sampler == "flow" else {"solver": solver}
+        if steps and sampler == "diffusion":
+            options["steps"] = steps
+        run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
+                         **options)
+    click.echo(f"wrote {output}: {run.chains_and_n} (chains, configurations)")
+
+
+def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajectory_length,
+                  target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves) -> dict:
+    """The options of `theoryc sample` that apply to a chain sampler, as api.sample takes them."""
+    given = {"warmup": warmup, "every": every, "step": step}
+    options = {k: v for k, v in given.items() if v is not None}
+    options["dtype"] = dtype
     if sampler == "hmc":
-        from .runtime.hmc import run_hmc
-        opts = dict(n=n, chains=chains, dtype=torch_dtype(dtype), integrator=integrator, step_size=step,
-                    trajectory_length=trajectory_length, target_accept=target_accept, every=every or 1, checkpoint=checkpoint, resume=resume, **common)
-        run = run_hmc(target, **({"warmup": warmup} if warmup is not None else {}), **opts)
+        options.update(integrator=integrator, trajectory_length=trajectory_length,
+                       target_accept=target_accept, symmetrize=not no_symmetry_moves)
     elif sampler == "langevin":
-        from .runtime.langevin import run_langevin
-        opts = dict(n=n, chains=chains, dtype=torch_dtype(dtype), step=step, scheme=scheme,
-                    checkpoint=checkpoint, resume=resume, **common)
-        if every:
-            opts["every"] = every
-        if warmup is not None:
-            opts["warmup"] = warmup
+        options["scheme"] = scheme
         if th.is_complex:
-            opts.update(noise_imag=noise_imag, adaptive=not no_adaptive)
+            options.update(noise_imag=noise_imag, adaptive=not no_adaptive)
         elif noise_imag or no_adaptive:
             raise UserError("--noise-imag and --no-adaptive apply to complex Langevin; this action is real")
         else:
-            opts["symmetrize"] = not no_symmetry_moves
-        run = run_langevin(target, **opts)
-    elif sampler == "flow":
-        from .runtime.neural_mcmc import sample_flow
-        from .runtime.models.variational import load_model
-        model_payload(need_model(model_path), ("flow", "van"))
-        model = load_model(model_path, device=device)
-        check_model_theory(model_path, getattr(model, "meta", {}), th)
-        run = sample_flow(th, model, n, metropolis=not no_metropolis, **common)
+            options["symmetrize"] = not no_symmetry_moves
     else:
-        from .runtime.models.diffusion import load_model, sample_diffusion
-        model = load_diffusion(need_model(model_path), th, device)
-        run = sample_diffusion(model, n, solver=solver, **({"steps": steps} if steps else {}), **common)
-    write(th, target, run, sampler, seed, output)
-    Path(checkpoint).unlink(missing_ok=True)      # the run finished: nothing left to resume
-    click.echo(f"wrote {output}: {tuple(run.configs.shape[:2])} (chains, configurations)")
+        options["symmetrize"] = not no_symmetry_moves
+    return options
 
 
 def need_model(path):
@@ -190,64 +193,12 @@ def need_model(path):
     return path
 
 
-def check_model_theory(path, meta: dict, th):
-    name = meta.get("theory_name")
-    if name and name != th.name:
-        raise UserError(f"{path} was trained for theory '{name}', not '{th.name}'")
-
-
-def model_payload(path, kinds) -> dict:
-    """The contents of a model file (weights only: nothing in it is run), checked to be one of
-    `kinds`; anything else is a clear error, not a traceback from the unpickler."""
-    import torch
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:    # the weights-only unpickler raises many types for a foreign file
-        raise UserError(f"{path} is not a model file theoryc wrote: it does not load as plain "
-                        "tensors and numbers (nothing in a model file is ever run)") from None
-    kind = payload.get("kind") if isinstance(payload, dict) else None
-    if kind not in kinds:
-        raise UserError(f"{path} holds a {kind or 'foreign'} model; this needs a {' or '.join(kinds)} model")
-    return payload
-
-
 def read_ensemble_file(path, configs: bool = True):
-    from .runtime.ensemble import read_ensemble
+    from .runtime.io.ensemble import read_ensemble
     try:
         return read_ensemble(path, configs=configs)
     except (OSError, KeyError) as err:
         raise UserError(f"{path} is not an ensemble file theoryc wrote ({err})") from None
-
-
-def load_diffusion(path, th, device):
-    from .runtime.models.diffusion import load_model
-    payload_schedule = model_payload(path, ("diffusion",)).get("schedule_name")
-    schedule = th.schedules.get(payload_schedule)
-    model = load_model(path, schedule=schedule, device=device)
-    check_model_theory(path, getattr(model, "meta", {}), th)
-    return model
-
-
-def energy_potential(path, th, device):
-    """An energy-based diffusion model's learned energy at small t, as a theory MCMC can sample
-    (the seed's "MCMC-EBM")."""
-    from .runtime.models.diffusion import EnergyPotential
-    model = load_diffusion(path, th, device)
-    if model.flavour != "energy":
-        raise UserError(f"{path} is a score-based model; MCMC needs an energy: train with --flavour energy")
-    return EnergyPotential(model, th)
-
-
-def write(th, target, run, sampler, seed, output):
-    """Measure the theory's observables on the run (through `target`, which may be a learned
-    potential over other variables) and write the ensemble with the theory it belongs to."""
-    from .runtime.ensemble import write_ensemble
-    from .runtime.measure import measure_observables
-    observables = measure_observables(target, run.configs)
-    attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
-             "sampler": sampler if target is th else f"{sampler} on the energy of a diffusion model",
-             "seed": seed}
-    write_ensemble(output, run, observables, attrs)
 
 
 # ------------------------------------------------------------------------------------ train
@@ -269,75 +220,68 @@ def write(th, target, run, sampler, seed, output):
 @click.option("--layers", type=click.IntRange(1), default=None, help="Flow: coupling layers.")
 @click.option("--hidden", type=click.IntRange(1), default=None, help="Flow: hidden channels.")
 @click.option("--anneal", type=float, default=None, help="VAN: fraction of training that ramps beta up.")
-@click.option("--resume", is_flag=True, help="Continue from MODEL.pt.ckpt.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=None,
+              help="Checkpoint to MODEL.pt.ckpt every K steps (default 200 flow, 500 diffusion).")
+@click.option("--resume", is_flag=True, help="Continue from MODEL.pt.ckpt (made with the same settings).")
 @click.option("--quiet", is_flag=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
 def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, t_power, layers,
-          hidden, anneal, resume, quiet, output):
+          hidden, anneal, checkpoint_every, resume, quiet, output):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
     th = api.load(theory, **parse_sets(sets))
-    device = pick_device(device)
-    opts = dict(steps=steps, seed=seed, device=device, dtype=torch_dtype(dtype), checkpoint=output + ".ckpt",
-                resume=resume, progress=not quiet)
-    if batch_size:
-        opts["batch_size"] = batch_size
-    if lr:
-        opts["lr"] = lr
+    given = {"batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
     if kind == "flow":
-        from .runtime.models.variational import save_model, train_flow
-        configs = read_configs(data) if data else None
-        arch = {k: v for k, v in (("n_layers", layers), ("hidden", hidden), ("anneal", anneal)) if v is not None}
-        model = train_flow(th, data=configs, **arch, **opts)
-        save_model(model, output, {"theory_name": th.name, "theory_source": th.source, "params": th.params})
+        given.update(n_layers=layers, hidden=hidden, anneal=anneal)
     else:
-        from .runtime.models.diffusion import save_model, train_diffusion
-        if not data:
-            raise UserError("a diffusion model learns from data: --data ENSEMBLE.h5 (see 'theoryc sample')")
-        if not th.schedules:
-            raise UserError(f"theory '{th.name}' declares no schedule; add 'schedule ve {{ ... }}'")
-        name = schedule or next(iter(th.schedules))
-        if name not in th.schedules:
-            raise UserError(f"no schedule '{name}' in theory '{th.name}'; it has: {', '.join(th.schedules)}")
-        extra = {"t_power": t_power} if t_power else {}
-        model = train_diffusion(th, read_configs(data), schedule=th.schedules[name], flavour=flavour,
-                                **extra, **opts)
-        save_model(model, output, theory=th)
-    Path(output + ".ckpt").unlink(missing_ok=True)
+        given.update(schedule=schedule, flavour=flavour, t_power=t_power)
+    options = {k: v for k, v in given.items() if v is not None}
+    api.train(th, kind, data=data, output=output, resume=resume, steps=steps, seed=seed,
+              device=pick_device(device), dtype=dtype, progress=not quiet, **options)
     click.echo(f"wrote {output}")
 
 
-def read_configs(path):
-    import torch
-    return torch.as_tensor(read_ensemble_file(path).configs)
-
-
 # ---------------------------------------------------------------------------------- measure
+theory_option = click.option("--theory", "other", default=None, metavar="THEORY",
+                             help="Evaluate this theory's observables and estimates on the stored "
+                                  "configurations (same fields and lattice; it takes the ensemble's "
+                                  "values of the parameters it shares, --set overrides them).")
+
+
 @main.command()
 @click.argument("ensemble", type=click.Path(exists=True, dir_okay=False))
+@theory_option
+@set_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--cumulants", type=click.IntRange(2, 12), default=None, help="Add cumulants kappa_2..kappa_N.")
 @friendly
-def measure(ensemble, as_json, cumulants):
+def measure(ensemble, other, sets, as_json, cumulants):
     """Means, errors and autocorrelation times of observables; estimates; cumulants."""
-    from .runtime.stats.summary import format_summary, summarize
-    from .runtime.measure import estimate_input_series
-    ens = read_ensemble_file(ensemble, configs=False)
-    th = theory_of(ens)
-    inputs = estimate_input_series(th, ens.observables) if th and th.estimates else None
-    summary = summarize(ens, th.estimates if th else None, inputs, cumulants)
-    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
-
-
-def theory_of(ens):
-    """Recompile the theory an ensemble records (for its estimates)."""
     from . import api
-    source = ens.attrs.get("theory_source")
-    if not source:
-        return None
-    params = {k: complex(*v) if isinstance(v, list) else v for k, v in ens.params.items()}
-    return api.load_text(source, f"{ens.attrs.get('theory_name', 'theory')}.theory", **params)
+    result = api.measure(ensemble, other, cumulants, params=theory_sets(other, sets))
+    click.echo(json.dumps(result.summary, indent=2) if as_json else result.table())
+
+
+def theory_sets(other, sets) -> dict:
+    if sets and not other:
+        raise UserError("--set applies to the theory given with --theory")
+    return parse_sets(sets)
+
+
+# ---------------------------------------------------------------------------------- observe
+@main.command()
+@click.argument("ensemble", type=click.Path(exists=True, dir_okay=False))
+@click.option("--theory", "other", required=True, metavar="THEORY",
+              help="The theory whose observables to store (same fields and lattice as the ensemble's).")
+@set_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@friendly
+def observe(ensemble, other, sets, output):
+    """Write a copy of ENSEMBLE (configurations, stats) with another theory's observables."""
+    from . import api
+    chains, n = api.observe(ensemble, other, output, params=parse_sets(sets))
+    click.echo(f"wrote {output}: {(chains, n)} (chains, configurations)")
 
 
 # ------------------------------------------------------------------------------------- plot
@@ -357,22 +301,26 @@ def plot(inputs, output):
 
 
 def plot_ensemble_file(path, target):
+    """Observables are read without the configurations; those are read only for what is drawn
+    from them (a 0-d complex ensemble's P(x, y), an ensemble that stores no observables)."""
+    from . import api
     from .runtime.figures.ensemble import plot_ensemble
-    ens = read_ensemble_file(path)
-    th = theory_of(ens)
+    ens = api.open_ensemble(path)
+    th = api.ensemble_theory(ens)
+    if not ens.observables or (th is not None and th.is_complex and th.volume * th.n_fields == 1):
+        ens = api.open_ensemble(path, configs=True)
     plot_ensemble(ens, target, drift=th.drift if th is not None else None)
 
 
 def plot_model_file(path, target):
-    kind = model_payload(path, ("diffusion", "flow", "van"))["kind"]
-    if kind == "diffusion":
-        from .runtime.models.diffusion import load_model
+    from .runtime.models import load_model
+    model = load_model(path)
+    if model.kind == "diffusion":
         from .runtime.figures.diffusion import plot_model
-        plot_model(load_model(path), target)
+        plot_model(model, target)
     else:
-        from .runtime.models.variational import load_model
         from .runtime.figures.training import plot_training
-        plot_training(load_model(path), target)
+        plot_training(model, target)
 
 
 if __name__ == "__main__":

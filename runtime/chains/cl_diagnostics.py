@@ -65,14 +65,16 @@ def drift_tail_exponent(u: np.ndarray, tail_fraction: float = DEFAULT_TAIL_FRACT
             "threshold": float(threshold)}
 
 
-def y_spread(configs: np.ndarray) -> dict:
-    """Spread of the imaginary parts of complex configurations (chains, n, *shape)."""
-    y = np.abs(np.imag(np.asarray(configs))).ravel()
-    if y.size == 0:
+def y_spread(y_max: np.ndarray, y_rms: np.ndarray) -> dict:
+    """Spread of the imaginary parts, from per-configuration figures (chains, n): the rms of Im z
+    over all sites and configurations, and quantiles of each configuration's largest |Im z|
+    (a streamed run never holds all configurations at once)."""
+    y_max = np.asarray(y_max).ravel()
+    if y_max.size == 0:
         return {}
-    q = np.quantile(y, [0.5, 0.99, 0.999])
-    return {"std": float(np.imag(np.asarray(configs)).std()), "median_abs": float(q[0]),
-            "q99_abs": float(q[1]), "q999_abs": float(q[2]), "max_abs": float(y.max())}
+    q = np.quantile(y_max, [0.5, 0.99, 0.999])
+    return {"rms": float(np.sqrt(np.mean(np.square(y_rms)))), "median_max": float(q[0]),
+            "q99_max": float(q[1]), "q999_max": float(q[2]), "max_abs": float(y_max.max())}
 
 
 def boundary_term(lc_values: np.ndarray, y_max: np.ndarray, cutoffs=None) -> dict:
@@ -95,8 +97,8 @@ def boundary_term(lc_values: np.ndarray, y_max: np.ndarray, cutoffs=None) -> dic
     return {"cutoffs": rows, "residual": rows[-1]}
 
 
-def summarize(configs: np.ndarray, stats: dict) -> dict:
-    """The CL trust figures of a run (configs complex; stats from run_complex_langevin)."""
+def summarize(stats: dict) -> dict:
+    """The CL trust figures of a run from its per-configuration statistics (run_complex_langevin)."""
     out: dict = {}
     warnings = []
     if "drift_magnitude" in stats:
@@ -108,7 +110,8 @@ def summarize(configs: np.ndarray, stats: dict) -> dict:
                 f"the drift magnitude distribution decays like a power |K|^-{p:.2f} (+- {err:.2f}),"
                 f" not faster than |K|^-{POWER_LAW_LIMIT:g}: boundary terms likely, results "
                 "may be wrong")
-    out["y_spread"] = y_spread(configs)
+    if "y_max" in stats and "y_rms" in stats:
+        out["y_spread"] = y_spread(stats["y_max"], stats["y_rms"])
     if "sd_re" in stats and "y_max" in stats:
         lc = np.asarray(stats["sd_re"]) + 1j * np.asarray(stats["sd_im"])
         bt = boundary_term(lc, stats["y_max"])

@@ -1,32 +1,32 @@
-"""Hybrid Monte Carlo, batched over independent chains (NumPyro style: `init`/`step` + a driver).
+"""Hybrid Monte Carlo, batched over independent chains: a kernel for the chain driver.
 
 The kernel sees the theory only through `action` and `force` (runtime/theory.py). Momenta have unit
 mass; the Hamiltonian, its violation dH and the Metropolis test are computed in float64 whatever the
-field dtype, so a float32 run still accepts/rejects correctly up to the action's own rounding.
-Each chain is accepted or rejected on its own. After each trajectory the theory's `symmetries`
-(exact global maps with unit Jacobian that leave the action invariant) are applied to each chain
-with probability 1/2 each: a Metropolis move with acceptance 1 that lets HMC jump between the modes
-of a bimodal target (double Gaussian, broken phase) that a trajectory of length ~1 never crosses.
+field dtype (the sums are accumulated in float64; the fields stay in their own dtype), so a float32
+run still accepts/rejects correctly up to the action's own rounding. Each chain is accepted or
+rejected on its own; the action and force at the current point are cached between trajectories, so
+a trajectory of n steps costs n forces and one action. The driver applies the theory's symmetries
+as global moves after every kept configuration (chains/moves.py): a bimodal target (double
+Gaussian, broken phase) is sampled in both modes although a trajectory of length ~1 never crosses.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .checkpoint import load_run_checkpoint, save_checkpoint
-from .ensemble import SamplerError, SamplerRun
+from ..errors import SamplerError
+from .adaptation import DualAveraging, Fixed
+from .driver import Output, Plan, run_chains
+from .moves import maps_gradient, per_chain, where_flipped
 
 Tensor = torch.Tensor
 
 # Omelyan, Mryglod & Folk, Comput.Phys.Commun. 151 (2003) 272: the 2nd-order minimum-norm
 # integrator's parameter that minimises the norm of the leading error term.
 OMELYAN_LAMBDA = 0.1931833275037836
-STAT_NAMES = ("accept", "accepted", "dH", "step_size", "n_steps")
 
 
 # ---------------------------------------------------------------------------------- the kernel
@@ -49,17 +49,13 @@ def check_theory(theory) -> None:
     if spins:
         raise SamplerError(
             f"theory '{theory.name}' has discrete (spin) field(s) {', '.join(spins)}; HMC needs "
-            "continuous real fields: use an autoregressive model (--sampler flow) instead")
-
-
-def init(theory, phi: Tensor) -> HMCState:
-    """The HMC state at configurations `phi` (chains, *shape)."""
-    return HMCState(phi, theory.action(phi).to(torch.float64), theory.force(phi))
+            "continuous real fields: use --sampler metropolis (or an autoregressive model, "
+            "--sampler flow)")
 
 
 def kinetic_energy(p: Tensor) -> Tensor:
-    """sum p^2 / 2 per chain, in float64."""
-    return 0.5 * p.to(torch.float64).square().flatten(1).sum(1)
+    """sum p^2 / 2 per chain, accumulated in float64."""
+    return 0.5 * p.square().flatten(1).sum(1, dtype=torch.float64)
 
 
 def leapfrog(theory, phi, p, force, eps: float, n_steps: int):
@@ -93,248 +89,141 @@ def omelyan(theory, phi, p, force, eps: float, n_steps: int):
 INTEGRATORS = {"leapfrog": leapfrog, "omelyan": omelyan}
 
 
-def _per_chain(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
-def step(theory, state: HMCState, eps: float, n_steps: int, generator: torch.Generator,
-         integrator: str = "leapfrog") -> tuple[HMCState, dict[str, Tensor]]:
-    """One trajectory with a Metropolis test per chain.
-
-    Returns the new state and per-chain figures: `accept` = min(1, exp(-dH)) (the acceptance
-    probability, a lower-variance statistic than the 0/1 outcome), `accepted` (0/1) and `dH`.
-    A trajectory whose energy is not finite is rejected.
-    """
-    phi0 = state.phi
-    p0 = torch.randn(phi0.shape, generator=generator, device=phi0.device, dtype=phi0.dtype)
-    phi1, p1, f1 = INTEGRATORS[integrator](theory, phi0, p0, state.force, eps, n_steps)
-    s1 = theory.action(phi1).to(torch.float64)
-    dH = (s1 + kinetic_energy(p1)) - (state.action + kinetic_energy(p0))
-    dH = torch.where(torch.isfinite(dH), dH, torch.full_like(dH, math.inf))
-    u = torch.rand(dH.shape, generator=generator, device=dH.device, dtype=torch.float64)
-    accepted = torch.log(u) < -dH
-    new = HMCState(torch.where(_per_chain(accepted, phi1), phi1, phi0),
-                   torch.where(accepted, s1, state.action),
-                   torch.where(_per_chain(accepted, f1), f1, state.force))
-    info = {"accept": torch.exp(-dH.clamp(min=0.0)), "accepted": accepted.to(torch.float64),
-            "dH": dH}
-    return new, info
-
-
-def apply_symmetries(theory, state: HMCState, generator: torch.Generator) -> HMCState:
-    """Apply each symmetry to each chain with probability 1/2 (an always-accepted exact move)."""
-    symmetries = list(getattr(theory, "symmetries", ()) or ())
-    if not symmetries:
-        return state
-    phi = state.phi
-    for sym in symmetries:
-        flip = torch.rand(phi.shape[0], generator=generator, device=phi.device) < 0.5
-        phi = torch.where(_per_chain(flip, phi), sym(phi), phi)
-    # The action is invariant, but the force is not (and rounding may differ): recompute both.
-    return init(theory, phi)
-
-
-# ------------------------------------------------------------------------- step-size tuning
-
-@dataclass
-class DualAveraging:
-    """Nesterov dual averaging of log(step size) (Hoffman & Gelman, JMLR 15 (2014) 1593, alg. 5).
-
-    Fed the chain-averaged acceptance probability after each warm-up trajectory; `final()` is the
-    iterate average, which is what is frozen for the production run.
-    """
-    target: float
-    mu: float
-    log_eps: float
-    log_eps_bar: float = 0.0
-    h_bar: float = 0.0
-    t: int = 0
-    gamma: float = 0.05
-    t0: float = 10.0
-    kappa: float = 0.75
-
-    @classmethod
-    def start(cls, eps0: float, target: float) -> "DualAveraging":
-        return cls(target=target, mu=math.log(10 * eps0), log_eps=math.log(eps0))
-
-    def update(self, accept_prob: float) -> None:
-        self.t += 1
-        w = 1.0 / (self.t + self.t0)
-        self.h_bar = (1 - w) * self.h_bar + w * (self.target - accept_prob)
-        self.log_eps = self.mu - math.sqrt(self.t) / self.gamma * self.h_bar
-        eta = self.t ** (-self.kappa)
-        self.log_eps_bar = eta * self.log_eps + (1 - eta) * self.log_eps_bar
-
-    @property
-    def step_size(self) -> float:
-        return math.exp(self.log_eps)
-
-    def final(self) -> float:
-        return math.exp(self.log_eps_bar) if self.t else self.step_size
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
 def n_steps_for(trajectory_length: float, eps: float) -> int:
     return max(1, round(trajectory_length / eps))
 
 
-# ------------------------------------------------------------------------------ the driver
+class HMCKernel:
+    """One trajectory with a Metropolis test per chain; params: {"step": eps}."""
+
+    def __init__(self, theory, integrator: str = "leapfrog", trajectory_length: float = 1.0,
+                 symmetries=()):
+        if integrator not in INTEGRATORS:
+            raise SamplerError(f"unknown integrator '{integrator}'; choose one of "
+                               f"{sorted(INTEGRATORS)}")
+        self.theory, self.integrate = theory, INTEGRATORS[integrator]
+        self.trajectory_length = float(trajectory_length)
+        self.symmetries = list(symmetries)
+        self.cheap_moves = [maps_gradient(theory, sym, theory.shape) for sym in self.symmetries]
+
+    def init(self, phi: Tensor, generator=None) -> HMCState:
+        return HMCState(phi, self.theory.action(phi).to(torch.float64), self.theory.force(phi))
+
+    def step(self, state: HMCState, generator: torch.Generator, params: dict):
+        """Returns the new state and per-chain figures: `accept` = min(1, exp(-dH)) (the
+        acceptance probability, a lower-variance statistic than the 0/1 outcome), `accepted`
+        (0/1) and `dH`. A trajectory whose energy is not finite is rejected."""
+        eps = params["step"]
+        n_steps = n_steps_for(self.trajectory_length, eps)
+        phi0 = state.phi
+        p0 = torch.randn(phi0.shape, generator=generator, device=phi0.device, dtype=phi0.dtype)
+        k0 = kinetic_energy(p0)
+        phi1, p1, f1 = self.integrate(self.theory, phi0, p0, state.force, eps, n_steps)
+        s1 = self.theory.action(phi1).to(torch.float64)
+        dH = (s1 - state.action) + (kinetic_energy(p1) - k0)
+        dH = torch.nan_to_num(dH, nan=math.inf)
+        u = torch.rand(dH.shape, generator=generator, device=dH.device, dtype=torch.float64)
+        accepted = torch.log(u) < -dH
+        mask = per_chain(accepted, phi1)
+        new = HMCState(torch.where(mask, phi1, phi0), torch.where(accepted, s1, state.action),
+                       torch.where(mask, f1, state.force))
+        return new, {"accept": torch.exp(-dH.clamp(min=0.0)), "accepted": accepted, "dH": dH,
+                     "step_size": eps, "n_steps": n_steps}
+
+    # -- what the driver needs besides init/step
+    def fields(self, state: HMCState) -> Tensor:
+        return state.phi
+
+    def transform(self, state: HMCState, fn) -> HMCState:
+        phi = fn(state.phi)
+        return HMCState(phi, self.theory.action(phi).to(torch.float64), self.theory.force(phi))
+
+    def move(self, state: HMCState, index: int, flip: Tensor) -> HMCState:
+        """Symmetry `index` on the chains in `flip`. The action is invariant; when the force
+        follows the map's linear part (moves.maps_gradient) it is mapped too, saving a force and
+        an action per move (a difference in the last bit, if any, is far below every error)."""
+        sym = self.symmetries[index]
+        if not self.cheap_moves[index]:
+            return self.transform(state, where_flipped(flip, sym))
+        mask = per_chain(flip, state.phi)
+        force = sym(state.force) - sym(torch.zeros_like(state.force[:1]))
+        return HMCState(torch.where(mask, sym(state.phi), state.phi), state.action,
+                        torch.where(mask, force, state.force))
+
+    def record(self, state: HMCState, info: dict, params: dict) -> dict:
+        return {k: info[k] for k in ("accept", "accepted", "dH", "step_size", "n_steps")}
+
+    def summary(self, stats: dict, params: dict, settings: dict) -> dict:
+        """The sampler's own figures; <exp(-dH)> must be 1 within its error (Creutz's check)."""
+        dH = stats["dH"]
+        e = np.exp(-dH[np.isfinite(dH)])
+        return {
+            "acceptance": float(stats["accept"].mean()),
+            "acceptance_rate": float(stats["accepted"].mean()),
+            "mean_dH": float(dH.mean()),
+            "exp_minus_dH": {"mean": float(e.mean()),
+                             "error": float(e.std(ddof=1) / math.sqrt(e.size)) if e.size > 1 else 0.0},
+            "step_size": float(params["step"]),
+            "n_steps": n_steps_for(self.trajectory_length, params["step"]),
+        }
+
+    def final_settings(self, params: dict) -> dict:
+        return {"step_size": params["step"],
+                "n_steps": n_steps_for(self.trajectory_length, params["step"])}
+
+    def timing(self, seconds: float, stats: dict, plan: Plan) -> dict:
+        n_traj = max(1, plan.n * plan.every)
+        return {"seconds": seconds, "seconds_per_trajectory": seconds / n_traj}
+
+    def state_dict(self, state: HMCState) -> dict:
+        return {"phi": state.phi, "action": state.action, "force": state.force}
+
+    def load_state(self, d: dict, device) -> HMCState:
+        return HMCState(*(d[k].to(device) for k in ("phi", "action", "force")))
+
+
+# ------------------------------------------------------------------------------ the sampler
 
 def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0,
             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
             integrator: str = "leapfrog", step_size: float | None = None,
             trajectory_length: float = 1.0, target_accept: float = 0.8, every: int = 1,
-            progress: bool = True, checkpoint=None, checkpoint_every: int = 200,
-            resume: bool = False) -> SamplerRun:
+            symmetrize: bool = True, progress: bool = True, checkpoint=None,
+            checkpoint_every: int = 100, resume: bool = False, output: Output | None = None,
+            save_every: int = 1, store_configs: bool = True):
     """Sample `theory` with HMC: `chains` chains, `warmup` trajectories, then `n` kept per chain.
 
     The step size is tuned by dual averaging during warm-up towards `target_accept` (the mean of
     min(1, e^-dH) over chains) and then frozen; a given `step_size` is used as is (no tuning).
     Each trajectory has n_steps = round(trajectory_length / step_size) steps. Every `every`-th
-    production trajectory is kept. With `checkpoint=path` the whole run state is saved atomically
-    every `checkpoint_every` trajectories and at the end; `resume=True` continues from that file
-    (if it exists) and gives bitwise the same ensemble as an uninterrupted run.
+    production trajectory is kept. With `checkpoint=path` the run state is saved atomically every
+    `checkpoint_every` kept configurations; `resume=True` continues from that file (if it exists)
+    and gives bitwise the same ensemble as an uninterrupted run. `output` streams the ensemble to
+    a file (chains/driver.py).
     """
     check_theory(theory)
-    if integrator not in INTEGRATORS:
-        raise SamplerError(f"unknown integrator '{integrator}'; choose one of {sorted(INTEGRATORS)}")
+    symmetries = list(theory.symmetries or ()) if symmetrize else []
+    kernel = HMCKernel(theory, integrator, trajectory_length, symmetries)
     if step_size is None and warmup <= 0:
         raise SamplerError("HMC tunes its step size during warm-up: give --warmup > 0 or a step size")
+    tuned = step_size is None
+    adaptation = (DualAveraging(trajectory_length / 10, target_accept) if tuned
+                  else Fixed(step=float(step_size)))
+    plan = Plan(n=n, chains=chains, warmup=warmup, every=every, save_every=save_every,
+                store_configs=store_configs, block=checkpoint_every, seed=seed, device=device)
     settings = {
-        "sampler": "hmc", "n": int(n), "chains": int(chains), "warmup": int(warmup), "seed": int(seed),
-        "integrator": integrator, "trajectory_length": float(trajectory_length),
-        "target_accept": float(target_accept), "every": int(every),
+        "sampler": "hmc", "integrator": integrator, "trajectory_length": float(trajectory_length),
+        "target_accept": float(target_accept),
         "step_size_given": None if step_size is None else float(step_size),
-        "dtype": str(dtype).replace("torch.", ""), "device_type": torch.device(device).type,
-        "theory": theory.name,
-        "shape": list(theory.shape), "symmetry_moves": len(list(theory.symmetries or ())),
-        "accept_statistic": "min(1, exp(-dH))",
+        "dtype": str(dtype).replace("torch.", ""), "device_type": plan.device.type,
+        "theory": theory.name, "shape": list(theory.shape),
+        "symmetry_moves": len(list(theory.symmetries or ())) if symmetrize else 0,
+        "accept_statistic": "min(1, exp(-dH))", "tuned": tuned,
     }
-    run = _HMCLoop(theory, settings, torch.device(device), dtype, step_size)
-    if checkpoint is not None and resume:
-        run.restore_if_present(checkpoint)
-    run.loop(progress, checkpoint, checkpoint_every)
-    return run.result()
 
-
-class _HMCLoop:
-    """All the state of a run, in one place so that it can be checkpointed and restored."""
-
-    def __init__(self, theory, settings: dict, device: torch.device, dtype: torch.dtype,
-                 step_size: float | None):
-        self.theory, self.settings, self.device, self.dtype = theory, settings, device, dtype
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(settings["seed"])
-        chains, n = settings["chains"], settings["n"]
-        phi0 = 0.1 * torch.randn((chains, *theory.shape), generator=self.generator,
-                                 device=device, dtype=dtype)
-        self.state = init(theory, phi0)
-        self.iteration = 0
-        self.tuning = step_size is None
-        eps0 = step_size if step_size is not None else settings["trajectory_length"] / 10
-        self.dual = DualAveraging.start(eps0, settings["target_accept"])
-        self.eps = float(eps0)
-        self.configs = torch.zeros((chains, n, *theory.shape), dtype=dtype)
-        self.stats = {k: torch.zeros((chains, n), dtype=torch.float64) for k in STAT_NAMES}
-        self.production_seconds = 0.0
-        self.last_accept = math.nan
-
-    @property
-    def total(self) -> int:
-        s = self.settings
-        return s["warmup"] + s["n"] * s["every"]
-
-    def current_step_size(self) -> float:
-        if self.tuning and self.iteration < self.settings["warmup"]:
-            return self.dual.step_size
-        return self.eps
-
-    def advance(self) -> None:
-        s, it = self.settings, self.iteration
-        eps = self.current_step_size()
-        n_steps = n_steps_for(s["trajectory_length"], eps)
-        start = time.perf_counter()
-        self.state, info = step(self.theory, self.state, eps, n_steps, self.generator,
-                                s["integrator"])
-        self.state = apply_symmetries(self.theory, self.state, self.generator)
-        self.last_accept = float(info["accept"].mean())
-        if it < s["warmup"]:
-            if self.tuning:
-                self.dual.update(self.last_accept)
-                if it == s["warmup"] - 1:
-                    self.eps = self.dual.final()
-        else:
-            self.production_seconds += time.perf_counter() - start
-            k, r = divmod(it - s["warmup"], s["every"])
-            if r == s["every"] - 1:
-                self._record(k, info, eps, n_steps)
-        self.iteration += 1
-
-    def _record(self, k: int, info: dict, eps: float, n_steps: int) -> None:
-        self.configs[:, k] = self.state.phi.detach().to("cpu")
-        for name in ("accept", "accepted", "dH"):
-            self.stats[name][:, k] = info[name].to("cpu")
-        self.stats["step_size"][:, k] = eps
-        self.stats["n_steps"][:, k] = n_steps
-
-    def loop(self, progress: bool, checkpoint, checkpoint_every: int) -> None:
-        bar = tqdm(total=self.total, initial=self.iteration, disable=not progress, desc="hmc",
-                   unit="traj")
-        with bar:
-            while self.iteration < self.total:
-                self.advance()
-                bar.update(1)
-                if self.iteration % 50 == 0:
-                    bar.set_postfix(eps=f"{self.current_step_size():.4g}",
-                                    acc=f"{self.last_accept:.2f}")
-                if checkpoint is not None and (self.iteration % checkpoint_every == 0
-                                               or self.iteration == self.total):
-                    save_checkpoint(checkpoint, self.snapshot())
-
-    # -- checkpointing
-    def snapshot(self) -> dict:
-        return {"sampler": "hmc", "settings": self.settings, "iteration": self.iteration,
-                "phi": self.state.phi, "action": self.state.action, "force": self.state.force,
-                "generator": self.generator.get_state(), "dual": self.dual.as_dict(),
-                "eps": self.eps, "tuning": self.tuning, "configs": self.configs,
-                "stats": self.stats, "production_seconds": self.production_seconds}
-
-    def restore_if_present(self, path) -> None:
-        snap = load_run_checkpoint(path, "hmc", self.settings)
-        if snap is None:
-            return
-        dev = self.device
-        self.state = HMCState(snap["phi"].to(dev), snap["action"].to(dev), snap["force"].to(dev))
-        self.generator.set_state(snap["generator"])
-        self.dual = DualAveraging(**snap["dual"])
-        self.eps, self.tuning, self.iteration = snap["eps"], snap["tuning"], snap["iteration"]
-        self.configs, self.stats = snap["configs"], dict(snap["stats"])
-        self.production_seconds = snap["production_seconds"]
-
-    # -- output
-    def result(self) -> SamplerRun:
-        stats = {k: v.numpy().copy() for k, v in self.stats.items()}
-        settings = dict(self.settings, step_size=self.eps, tuned=self.tuning,
-                        n_steps=n_steps_for(self.settings["trajectory_length"], self.eps),
-                        device=str(self.device))
-        return SamplerRun(configs=self.configs, stats=stats, summary=hmc_summary(
-            stats, self.eps, self.production_seconds, self.settings), settings=settings)
-
-
-def hmc_summary(stats: dict[str, np.ndarray], eps: float, seconds: float, settings: dict) -> dict:
-    """The sampler's own figures; <exp(-dH)> must be 1 within its error (Creutz's check)."""
-    dH = stats["dH"]
-    e = np.exp(-dH[np.isfinite(dH)])
-    n_traj = max(1, settings["n"] * settings["every"])
-    return {
-        "acceptance": float(stats["accept"].mean()),
-        "acceptance_rate": float(stats["accepted"].mean()),
-        "mean_dH": float(dH.mean()),
-        "exp_minus_dH": {"mean": float(e.mean()),
-                         "error": float(e.std(ddof=1) / math.sqrt(e.size)) if e.size > 1 else 0.0},
-        "step_size": float(eps),
-        "n_steps": n_steps_for(settings["trajectory_length"], eps),
-        "seconds_per_trajectory": seconds / n_traj,
-    }
+    def start(generator):
+        return 0.1 * torch.randn((chains, *theory.shape), generator=generator,
+                                 device=plan.device, dtype=dtype)
+    return run_chains(kernel, start, plan, adaptation, settings, output=output,
+                      symmetries=symmetries, checkpoint=checkpoint, resume=resume,
+                      progress=progress, label="hmc")

@@ -1,40 +1,21 @@
-"""Atomic checkpoints shared by every long-running sampler (HMC, Langevin, ...).
+"""The one checkpoint format, shared by every long-running sampler and trainer.
 
 A checkpoint is a plain dict of tensors and primitives (int, float, str, bool, None, lists, dicts)
 written with `torch.save` and read back with `torch.load(weights_only=True)`: nothing in a checkpoint
-file is ever unpickled as arbitrary Python. Writes go to a temporary file in the same folder that
-is then renamed over the target, so a crash mid-write leaves the previous checkpoint intact.
+file is ever unpickled as arbitrary Python. Writes go through `atomic.atomic_replace`,
+so a crash mid-write leaves the previous checkpoint intact. A sampler's checkpoint holds its state
+and how many configurations it has written, never the ensemble itself (io/ensemble.py streams it).
 """
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
+from ..errors import SamplerError
+from .atomic import atomic_replace
+
 CHECKPOINT_FORMAT = 1
-
-
-def atomic_replace(path: str | os.PathLike, write) -> None:
-    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it onto `path`.
-
-    The temporary file lives in the same folder so that `os.replace` is an atomic rename on one
-    filesystem; on any exception it is removed and the exception propagates (no partial file).
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:   # the data must be on disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -60,7 +41,6 @@ def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict) -
         return None
     snap = load_checkpoint(path)
     if snap.get("sampler") != sampler or snap.get("settings") != settings:
-        from .errors import SamplerError
         raise SamplerError(f"checkpoint {path} was made by a different run "
                            f"({snap.get('settings')}); remove it or rerun with its settings")
     return snap

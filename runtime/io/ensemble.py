@@ -1,47 +1,69 @@
-"""Ensembles: what samplers return, and the HDF5 files they are written to (format in README)."""
+"""Ensembles: what samplers return, and the HDF5 files they stream to (format in README, "Files").
+
+A Markov-chain run streams: `EnsembleFile` creates OUT.tmp next to the output with every dataset
+at its final size, chunked and allocated up front (no fill is written: the file is sparse until
+filled), and the driver writes block after block into it. Writing a block then changes only raw
+data, never HDF5 metadata, so a process killed at any moment leaves a file whose first `count`
+configurations (the count its checkpoint records) are intact; a resumed run simply overwrites
+what follows. `finish` writes the attributes and renames OUT.tmp onto OUT (io/atomic.py).
+Memory is one block, whatever the run's length.
+"""
 from __future__ import annotations
 
-import json
+import datetime
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
+from .atomic import publish
+from .attrs import decode_attr, decode_params, to_jsonable, write_attrs  # noqa: F401 (re-exported)
+
+CHUNK_BYTES = 1 << 20     # about 1 MB per chunk: fast appends and fast reads of one chain
+
 
 @dataclass
 class SamplerRun:
-    """The output of any sampler, before observables are measured and the file is written.
+    """The output of any sampler.
 
-    configs: (chains, n, *theory.shape) on the cpu; generative samplers use chains = 1.
+    configs: (chains, n, *theory.shape) on the cpu; None when the run was streamed to a file
+    (`path`). Generative samplers use chains = 1.
     stats: per-configuration sampler statistics, name -> (chains, n).
-    summary: the sampler's own figures (acceptance, ess, log_z, ...), JSON-able.
+    observables: name -> (chains, n) when the sampler measured them (chain samplers with an
+    `observe` function), else None.
+    summary: the sampler's own figures (acceptance, ess, log_z, ...), JSON-able; deterministic.
     settings: how it was run (step size, integrator, ...), JSON-able.
+    timing: wall-clock figures (seconds per step, ...): the only part that differs between two
+    identical runs, kept apart so that files can be compared.
     log_weights: optional (chains, n) log reweighting factors.
     """
-    configs: torch.Tensor
+    configs: torch.Tensor | None
     stats: dict[str, np.ndarray] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     log_weights: np.ndarray | None = None
     kind: str = "markov"   # or "independent"
+    observables: dict[str, np.ndarray] | None = None
+    timing: dict = field(default_factory=dict)
+    path: Path | None = None
 
-
-from .errors import SamplerError  # noqa: E402,F401  (re-exported: samplers raise it from here)
-
-
-# ------------------------------------------------------------------------------- HDF5 files
-
-JSON_ATTRS = ("params", "settings", "summary")
+    @property
+    def chains_and_n(self) -> tuple[int, int]:
+        for series in (*self.stats.values(), *(self.observables or {}).values()):
+            return tuple(np.shape(series)[:2])
+        return tuple(self.configs.shape[:2])
 
 
 @dataclass
 class Ensemble:
     """An ensemble file read back: arrays as numpy, JSON attributes decoded.
 
-    configs: (chains, n, *shape) or None when read with `configs=False`;
+    configs: (chains, n / save_every, *shape) or None when read with `configs=False`;
     observables / stats: name -> (chains, n); log_weights: (chains, n) or None;
-    attrs: every file attribute, with params/settings/summary as dicts (complex as [re, im]).
+    attrs: every file attribute, with params/settings/summary/timing as dicts (complex as [re, im]).
     """
     configs: np.ndarray | None
     observables: dict[str, np.ndarray]
@@ -65,85 +87,66 @@ class Ensemble:
     def params(self) -> dict:
         return self.attrs.get("params", {})
 
-
-def to_jsonable(obj):
-    """Numbers and containers as plain JSON: complex -> [re, im], numpy/torch scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (complex, np.complexfloating)):
-        return [float(obj.real), float(obj.imag)]
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
+    @property
+    def save_every(self) -> int:
+        """Configuration k * save_every - 1 of each chain is stored as configs[:, k]."""
+        return int(self.attrs.get("save_every", 1))
 
 
 def theory_attrs(theory) -> dict:
-    """The file attributes that say which theory an ensemble samples (for `write_ensemble`)."""
+    """The file attributes that say which theory an ensemble samples."""
     return {"theory_name": theory.name, "theory_source": getattr(theory, "source", "") or "",
             "params": dict(theory.params)}
 
 
-def decode_params(params: dict) -> dict:
-    """Params read from a file back to numbers: [re, im] -> complex (params are scalars)."""
-    return {k: complex(v[0], v[1]) if isinstance(v, list) and len(v) == 2 else v
-            for k, v in params.items()}
-
-
-def write_ensemble(path, run: SamplerRun, observables: dict[str, np.ndarray],
-                   attrs: dict | None = None) -> None:
-    """Write `run` and its measured `observables` to an HDF5 file, atomically.
-
-    `attrs` supplies theory_name, theory_source, params, sampler, seed (anything else is stored
-    too); settings, summary and kind default to the run's; theoryc_version and created are filled
-    in. The file appears complete or not at all: a failure leaves no partial file (and leaves an
-    existing file at `path` untouched).
-    """
-    from .checkpoint import atomic_replace   # local: checkpoint imports nothing from here
-
-    attrs = _file_attrs(run, attrs or {})
-    chains, n = run.configs.shape[:2]
-    arrays = {k: _series(v, chains, n, f"observable {k!r}") for k, v in observables.items()}
-    stats = {k: _series(v, chains, n, f"stat {k!r}") for k, v in run.stats.items()}
-    log_w = None if run.log_weights is None else _series(run.log_weights, chains, n, "log_weights")
-
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            _write_arrays(f, run.configs, arrays, stats, log_w)
-            _write_attrs(f, attrs)
-
-    atomic_replace(path, write)
-
-
 def read_ensemble(path, configs: bool = True) -> Ensemble:
-    """Read a file written by `write_ensemble` (skip the configurations with configs=False)."""
+    """Read an ensemble file (skip the configurations with configs=False). A file sampled with
+    --no-configs has none: asking for them is a one-line error."""
     with h5py.File(path, "r") as f:
+        if configs and "configs" not in f:
+            raise ValueError(f"{path} holds no configurations (it was sampled with --no-configs)")
         cfg = f["configs"][()] if configs else None
         obs = {k: v[()] for k, v in f.get("observables", {}).items()}
         stats = {k: v[()] for k, v in f.get("stats", {}).items()}
         log_w = f["log_weights"][()] if "log_weights" in f else None
-        attrs = {k: _decode_attr(k, v) for k, v in f.attrs.items()}
+        attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
     return Ensemble(cfg, obs, stats, log_w, attrs)
 
 
-def _file_attrs(run: SamplerRun, attrs: dict) -> dict:
-    import datetime
+def write_ensemble(path, run: SamplerRun, observables: dict[str, np.ndarray],
+                   attrs: dict | None = None) -> None:
+    """Write an in-memory `run` and its measured `observables` to an HDF5 file, atomically.
+
+    `attrs` supplies theory_name, theory_source, params, sampler, seed (anything else is stored
+    too); settings, summary, timing and kind default to the run's; theoryc_version and created are
+    filled in. The file appears complete or not at all: a failure leaves no partial file (and
+    leaves an existing file at `path` untouched).
+    """
+    chains, n = run.configs.shape[:2]
+    series = {f"observables/{k}": _series(v, chains, n, f"observable {k!r}")
+              for k, v in observables.items()}
+    series.update({f"stats/{k}": _series(v, chains, n, f"stat {k!r}") for k, v in run.stats.items()})
+    if run.log_weights is not None:
+        series["log_weights"] = _series(run.log_weights, chains, n, "log_weights")
+    configs = run.configs.detach().cpu().numpy()
+    out = EnsembleFile(path, temporary=_scratch_name(path))
+    try:
+        out.create(chains, n, {k: v.dtype for k, v in series.items()},
+                   (n, configs.shape[2:], configs.dtype))
+        out.write(0, configs, series)
+        out.finish(file_attrs(run, attrs or {}))
+    except BaseException:
+        out.discard()
+        raise
+
+
+def file_attrs(run: SamplerRun, attrs: dict) -> dict:
     from theoryc import __version__
 
     out = {"theoryc_version": __version__, "theory_name": "", "theory_source": "", "params": {},
            "sampler": run.settings.get("sampler", ""), "settings": run.settings,
            "seed": run.settings.get("seed", -1), "kind": run.kind, "summary": run.summary,
+           "timing": run.timing,
            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     out.update({k: v for k, v in attrs.items() if v is not None})
     return out
@@ -153,39 +156,134 @@ def _series(values, chains: int, n: int, what: str) -> np.ndarray:
     a = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if a.shape != (chains, n):
         raise ValueError(f"{what} has shape {a.shape}, expected (chains, n) = {(chains, n)}")
+    return series_array(a)
+
+
+def series_array(a) -> np.ndarray:
+    """Per-configuration series are stored as float64 or complex128."""
+    a = np.asarray(a)
     return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
 
 
-def _write_arrays(f, configs, observables, stats, log_weights) -> None:
-    cfg = configs.detach().cpu().numpy() if isinstance(configs, torch.Tensor) else configs
-    f.create_dataset("configs", data=cfg)
-    group = f.create_group("observables")
-    for name, a in observables.items():
-        group.create_dataset(name, data=a)
-    group = f.create_group("stats")
-    for name, a in stats.items():
-        group.create_dataset(name, data=a)
-    if log_weights is not None:
-        f.create_dataset("log_weights", data=log_weights)
+def _scratch_name(path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _write_attrs(f, attrs: dict) -> None:
-    for key, value in attrs.items():
-        if value is None:          # HDF5 attributes cannot hold None: absent means unknown
-            continue
-        if key in JSON_ATTRS:
-            f.attrs[key] = json.dumps(to_jsonable(value))
-        elif isinstance(value, (dict, list, tuple)):
-            f.attrs[key] = json.dumps(to_jsonable(value))
-        else:
-            f.attrs[key] = to_jsonable(value)
+def streaming_name(path) -> Path:
+    """Where a streamed run keeps its data until it is complete: OUT.tmp beside OUT."""
+    path = Path(path)
+    return path.with_name(path.name + ".tmp")
 
 
-def _decode_attr(key: str, value):
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if key in JSON_ATTRS and isinstance(value, str):
-        return json.loads(value)
-    return value
+# --------------------------------------------------------------------------- streamed files
+
+class EnsembleFile:
+    """An ensemble being written: datasets of their final shape in `temporary`, renamed onto
+    `path` by `finish`.
+
+    Datasets are named by their place in the file ("configs", "observables/M", "stats/dH",
+    "log_weights"); every one has shape (chains, length, ...) and is written along axis 1.
+    """
+
+    def __init__(self, path, temporary=None):
+        self.path = Path(path)
+        self.temporary = Path(temporary) if temporary is not None else streaming_name(path)
+        self.file: h5py.File | None = None
+
+    def create(self, chains: int, n: int, series: dict[str, np.dtype],
+               configs: tuple[int, tuple, np.dtype] | None) -> None:
+        """A fresh temporary file (an old one is replaced) with `series` datasets (chains, n) by
+        name and dtype, and unless `configs` is None a "configs" dataset of
+        (chains, n_stored, *shape) with (n_stored, shape, dtype) = configs."""
+        self.file = h5py.File(self.temporary, "w")
+        if configs is not None:
+            n_stored, shape, dtype = configs
+            _allocate(self.file, "configs", (chains, n_stored, *shape), dtype)
+        for name, dtype in series.items():
+            _allocate(self.file, name, (chains, n), dtype)
+        self.file.flush()
+
+    def reopen(self) -> bool:
+        """Open an existing temporary file to continue it; False if there is none or it does not
+        read (a kill while it was being created or finished: the run starts over)."""
+        if not self.temporary.exists():
+            return False
+        try:
+            self.file = h5py.File(self.temporary, "r+")
+            return True
+        except OSError:
+            self.temporary.unlink()
+            return False
+
+    @property
+    def names(self) -> list[str]:
+        out = []
+        self.file.visititems(lambda name, obj: out.append(name) if isinstance(obj, h5py.Dataset)
+                             else None)
+        return out
+
+    def write(self, start: int, configs: np.ndarray | None, series: dict[str, np.ndarray],
+              configs_start: int | None = None) -> None:
+        """Write a block: configs (chains, b', ...) at `configs_start` and each series (chains, b)
+        at `start` along axis 1. Raw data only: HDF5 metadata is not touched."""
+        if configs is not None and configs.shape[1]:
+            at = start if configs_start is None else configs_start
+            self.file["configs"][:, at:at + configs.shape[1]] = configs
+        for name, values in series.items():
+            self.file[name][:, start:start + values.shape[1]] = values
+
+    def flush(self) -> None:
+        """Push what was written to the OS (so that a checkpoint written next never runs ahead
+        of the data it counts)."""
+        self.file.flush()
+
+    def read(self, name: str) -> np.ndarray:
+        return self.file[name][()]
+
+    def keep(self, good_chains: np.ndarray, lengths: dict[str, int]) -> None:
+        """Cut the datasets down to the good chains and to `lengths[name]` along axis 1 (a run
+        that stopped early or dropped chains); chains are moved down in place, block by block."""
+        good = np.flatnonzero(good_chains)
+        for name in self.names:
+            d = self.file[name]
+            length = lengths.get(name, d.shape[1])
+            if len(good) < d.shape[0]:
+                step = max(1, CHUNK_BYTES // max(1, d.dtype.itemsize * int(np.prod(d.shape[2:]))))
+                for new, old in enumerate(good):
+                    if new != old:
+                        for s in range(0, length, step):
+                            d[new, s:min(s + step, length)] = d[old, s:min(s + step, length)]
+            d.resize((len(good), length, *d.shape[2:]))
+
+    def finish(self, attrs: dict) -> None:
+        """Write the file attributes, close, and rename the temporary file onto the output."""
+        write_attrs(self.file, attrs)
+        self.file.close()
+        self.file = None
+        publish(self.temporary, self.path)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def discard(self) -> None:
+        self.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+def _allocate(f: h5py.File, name: str, shape: tuple, dtype) -> None:
+    """A chunked dataset of its final `shape`, every chunk allocated now and never filled: later
+    writes only change raw data. One chunk is one chain's next ~1 MB along axis 1."""
+    dtype = np.dtype(dtype)
+    per_row = dtype.itemsize * int(np.prod(shape[2:], dtype=np.int64))
+    rows = int(max(1, min(shape[1], CHUNK_BYTES // max(1, per_row))))
+    chunks = (1, rows, *shape[2:]) if shape[0] and shape[1] else None
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    if chunks is None:        # an empty dataset cannot be chunked (nothing to stream into)
+        f.create_dataset(name, shape=shape, dtype=dtype)
+        return
+    f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, maxshape=shape, dcpl=dcpl)

@@ -1,0 +1,360 @@
+"""The one driver loop for every Markov-chain sampler.
+
+A sampler is a kernel (NumPyro/BlackJAX style) with
+    init(phi, generator) -> state
+    step(state, generator, params) -> (state, info)   info: {name: per-chain tensor or number}
+    fields(state) -> phi;  transform(state, fn) -> state   (fn maps fields; caches follow)
+    record(state, info, params) -> {stat: per-chain}      figures kept with each configuration
+    summary(stats, params, settings) -> dict;  state_dict(state) / load_state(d, device)
+and, optionally, `averaged`: info names the driver averages over the `every` steps of a kept
+configuration. A step may reuse the buffers of the state it is given (the driver never keeps an
+old state); the kernel object itself never changes. Parameters (step size, ...) come from an
+adaptation object (chains/adaptation.py) during warm-up and are frozen for production.
+
+Everything else is here, once: seeding, warm-up, thinning (`every`), symmetry moves, chain health,
+the progress bar, blocks of kept configurations (observables measured per block, written to the
+sink: a streamed HDF5 file or memory) and checkpoints. The checkpoint cadence has one unit: kept
+configurations (`block` of them; during warm-up, the same number of steps' worth). A checkpoint
+holds the sampler state and how many configurations are written, never the data, so its size
+and cost do not depend on how far the run has got; a resumed run is bitwise the same as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import SamplerError
+from ..io.checkpoint import load_run_checkpoint, save_checkpoint
+from ..io.ensemble import EnsembleFile, SamplerRun, file_attrs, series_array
+from .health import ChainHealth
+from .moves import apply_symmetries, per_chain
+
+DEFAULT_BLOCK = 100          # kept configurations per block and per checkpoint
+BLOCK_BYTES = 64 << 20       # ... fewer when one block of configurations would exceed this
+
+
+@dataclass
+class Plan:
+    """What a run does, in kernel steps: `warmup` steps, then `n` kept configurations per chain,
+    one every `every` steps; every `save_every`-th kept configuration is stored (observables and
+    statistics of all); `block` kept configurations per block/checkpoint."""
+    n: int
+    chains: int
+    warmup: int = 0
+    every: int = 1
+    save_every: int = 1
+    store_configs: bool = True
+    block: int = DEFAULT_BLOCK
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self):
+        if self.n < 1 or self.chains < 1 or self.every < 1 or self.warmup < 0:
+            raise SamplerError("need n >= 1, chains >= 1, every >= 1 and warmup >= 0")
+        if self.save_every < 1:
+            raise SamplerError("--save-every must be >= 1")
+        self.device = torch.device(self.device)
+
+    def block_for(self, bytes_per_config: int) -> int:
+        """Kept configurations per block: `block`, fewer if the buffer would be too large, and a
+        multiple of save_every (so that stored configurations never straddle two blocks)."""
+        fit = max(1, BLOCK_BYTES // max(1, bytes_per_config * self.chains))
+        b = max(1, min(self.block, fit, self.n))
+        return max(self.save_every, b - b % self.save_every)
+
+    @property
+    def n_stored(self) -> int:
+        return self.n // self.save_every if self.store_configs else 0
+
+    def dict(self) -> dict:
+        return {"n": self.n, "chains": self.chains, "warmup": self.warmup, "every": self.every,
+                "save_every": self.save_every, "store_configs": self.store_configs,
+                "seed": self.seed}
+
+
+@dataclass
+class Output:
+    """Where the configurations go: `path` streams to OUT.tmp and renames it onto OUT at the end;
+    without a path the run is kept in memory (then a checkpoint streams to CHECKPOINT.h5, read
+    back at the end). `attrs`: theory_name, theory_source, params, sampler, ... of the file.
+    `observe(configs (chains, b, *shape)) -> {name: (chains, b)}` measures each block."""
+    path: str | os.PathLike | None = None
+    attrs: dict = field(default_factory=dict)
+    observe: Callable | None = None
+
+
+def run_chains(kernel, start: Callable, plan: Plan, adaptation, settings: dict, *,
+               output: Output | None = None, symmetries=(), health: ChainHealth | None = None,
+               checkpoint=None, resume: bool = False, progress: bool = True,
+               label: str = "") -> SamplerRun:
+    """Run `kernel` on `plan.chains` chains started at `start(generator)`.
+
+    `settings` (JSON-able) describe the run; a checkpoint made with other settings is refused.
+    """
+    output = output or Output()
+    run = _Run(kernel, plan, adaptation, settings, output, list(symmetries), health, checkpoint)
+    run.begin(start, resume)
+    try:
+        run.loop(progress, label or settings.get("sampler", "chains"))
+        return run.finish()
+    finally:
+        run.sink.close()
+
+
+class _Run:
+    """The state of one run, in one place so that it can be checkpointed and restored."""
+
+    def __init__(self, kernel, plan, adaptation, settings, output, symmetries, health, checkpoint):
+        self.kernel, self.plan, self.adaptation = kernel, plan, adaptation
+        self.settings = {**plan.dict(), **settings}   # a kernel may count steps its own way
+        self.output, self.symmetries, self.health = output, symmetries, health
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.sink = _Sink(output.path, self.checkpoint)
+        self.generator = torch.Generator(device=plan.device)
+        self.t = 0                    # kernel steps done, warm-up first
+        self.written = 0              # kept configurations in the sink
+        self.seconds = 0.0            # production wall time (timing only)
+        self.stopped = None           # why the run stopped early, if it did
+
+    # -- start or resume
+    def begin(self, start: Callable, resume: bool) -> None:
+        self.generator.manual_seed(self.plan.seed)
+        self.state = self.kernel.init(start(self.generator), self.generator)
+        self.astate = self.adaptation.init()
+        self.final = self.adaptation.final(self.astate) if self.plan.warmup == 0 else None
+        if resume and self.checkpoint is not None:
+            snap = load_run_checkpoint(self.checkpoint, self.settings["sampler"], self.settings)
+            if snap is not None and (snap["written"] == 0 or self.sink.reopen()):
+                self.restore(snap)
+
+    def snapshot(self) -> dict:
+        return {"sampler": self.settings["sampler"], "settings": self.settings, "t": self.t,
+                "written": self.written, "state": self.kernel.state_dict(self.state),
+                "generator": self.generator.get_state(), "adaptation": self.astate,
+                "final": self.final,
+                "health": None if self.health is None else self.health.state_dict(),
+                "seconds": self.seconds}
+
+    def restore(self, snap: dict) -> None:
+        self.state = self.kernel.load_state(snap["state"], self.plan.device)
+        self.generator.set_state(snap["generator"])
+        self.astate, self.final = snap["adaptation"], snap["final"]
+        self.t, self.written, self.seconds = snap["t"], snap["written"], snap["seconds"]
+        if self.health is not None:
+            self.health.load(snap["health"])
+
+    def save(self) -> None:
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.snapshot())
+
+    # -- the loop
+    def loop(self, progress: bool, label: str) -> None:
+        p = self.plan
+        total = p.warmup + p.n * p.every
+        warm_chunk = p.block_for(1) * p.every
+        self.buffer = None
+        phi = self.kernel.fields(self.state)
+        self.block = p.block_for(phi[0].numel() * phi.element_size())
+        averaged = tuple(getattr(self.kernel, "averaged", ()))
+        sums: dict = {}
+        bar = tqdm(total=total, initial=self.t, disable=not progress, desc=label, unit="step")
+        with bar:
+            tick = time.perf_counter()
+            while self.t < total and self.stopped is None:
+                warm = self.t < p.warmup
+                params = self.adaptation.params(self.astate) if warm else self.final
+                self.state, info = self.kernel.step(self.state, self.generator, params)
+                self.t += 1
+                bar.update(1)
+                if warm:
+                    self.astate = self.adaptation.update(self.astate, info)
+                    if self.t == p.warmup:
+                        self.final = self.adaptation.final(self.astate)
+                    if self.t % p.every == 0 or self.t == p.warmup:
+                        self.between_configs(0)
+                    if self.t % warm_chunk == 0 or self.t == p.warmup:
+                        self.reset_bad(may_stop=False)
+                        self.save()
+                        tick = time.perf_counter()
+                    continue
+                for name in averaged:
+                    sums[name] = sums.get(name, 0) + info[name]
+                j = self.t - p.warmup
+                if j % p.every:
+                    continue
+                k = j // p.every - 1                    # this kept configuration's index
+                if averaged:
+                    info = {**info, **{name: v / p.every for name, v in sums.items()}}
+                    sums = {}
+                self.keep(k, info, params)
+                self.between_configs(k)
+                if (k + 1) % self.block == 0 or k + 1 == p.n:
+                    self.flush(k + 1)
+                    now = time.perf_counter()
+                    self.seconds, tick = self.seconds + now - tick, now
+
+    def between_configs(self, index: int) -> None:
+        """After every `every` steps: the health check (device-side) and the symmetry moves."""
+        if self.health is not None:
+            self.health.check(self.kernel.fields(self.state), index,
+                              self.kernel.failed(self.state) if hasattr(self.kernel, "failed")
+                              else None)
+        if self.symmetries:
+            self.state = apply_symmetries(self.kernel, self.state, self.symmetries,
+                                          self.generator)
+
+    def reset_bad(self, may_stop: bool = True) -> None:
+        """Reset chains that went bad (fields to 0, caches recomputed); stop if too many (from
+        the first block of kept configurations on, so that a stopped run has some)."""
+        if self.health is None:
+            return
+        mask = self.health.to_reset()
+        if mask is not None:
+            self.state = self.kernel.transform(
+                self.state, lambda t: torch.where(per_chain(mask, t), torch.zeros_like(t), t))
+        if may_stop and self.health.too_many():
+            p = self.plan
+            self.stopped = (f"stopped after {self.written} of {p.n} configurations: "
+                            f"{self.health.n_bad} of {p.chains} chains ran away")
+
+    # -- blocks
+    def keep(self, k: int, info: dict, params: dict) -> None:
+        stats = self.kernel.record(self.state, info, params)
+        phi = self.kernel.fields(self.state)
+        if self.buffer is None:
+            self.buffer = _Buffer(phi, stats, self.block, self.output.observe is not None
+                                  or self.plan.store_configs)
+        self.buffer.put(k - self.written, phi, stats)
+
+    def flush(self, count: int) -> None:
+        """Write kept configurations written..count-1 to the sink, then checkpoint."""
+        p, b = self.plan, count - self.written
+        configs, stats = self.buffer.take(b)
+        series = {f"stats/{k}": v for k, v in stats.items()}
+        if self.output.observe is not None:
+            series.update({f"observables/{k}": series_array(v)
+                           for k, v in self.output.observe(configs).items()})
+        stored = None
+        if p.store_configs:
+            stored = configs[:, p.save_every - 1::p.save_every].to("cpu", copy=True).numpy()
+        if not self.sink.is_open:
+            self.sink.create(p, {k: v.dtype for k, v in series.items()},
+                             (configs.shape[2:], stored.dtype) if stored is not None else None)
+        self.sink.write(self.written, stored, series, self.written // p.save_every)
+        self.written = count
+        self.reset_bad()
+        self.save()
+
+    # -- the end
+    def finish(self) -> SamplerRun:
+        if self.written == 0:
+            raise SamplerError(self.stopped or "the run kept no configuration")
+        good = np.ones(self.plan.chains, bool) if self.health is None else self.health.good()
+        n_done = self.written
+        stats = self.sink.read_prefix("stats", good, n_done)
+        summary = {**self.kernel.summary(stats, self.final, self.settings),
+                   "status": self.stopped or "completed"}
+        if self.health is not None:
+            summary.update(self.health.report())
+        settings = {**self.settings, **self.kernel.final_settings(self.final),
+                    "device": str(self.plan.device)}
+        timing = self.kernel.timing(self.seconds, stats, self.plan)
+        run = SamplerRun(configs=None, stats=stats, summary=summary, settings=settings,
+                         timing=timing)
+        attrs = file_attrs(run, {**self.output.attrs, "save_every": self.plan.save_every})
+        return self.sink.finish(run, attrs, good, n_done, self.plan)
+
+
+class _Buffer:
+    """One block of kept configurations and their statistics, on the sampler's device."""
+
+    def __init__(self, phi, stats: dict, size: int, keep_configs: bool):
+        chains = phi.shape[0]
+        self.configs = (torch.empty((chains, size, *phi.shape[1:]), dtype=phi.dtype,
+                                    device=phi.device) if keep_configs else None)
+        self.stats = {k: torch.empty((chains, size), dtype=torch.float64, device=phi.device)
+                      for k in stats}
+
+    def put(self, j: int, phi, stats: dict) -> None:
+        if self.configs is not None:
+            self.configs[:, j] = phi
+        for name, v in stats.items():
+            self.stats[name][:, j] = v
+
+    def take(self, b: int):
+        configs = None if self.configs is None else self.configs[:, :b]
+        # copies: the buffer is reused for the next block
+        return configs, {k: v[:, :b].to("cpu", copy=True).numpy() for k, v in self.stats.items()}
+
+
+class _Sink:
+    """The streamed file (OUT.tmp, or CHECKPOINT.h5.tmp for an in-memory run with a checkpoint)
+    or, without either, memory."""
+
+    def __init__(self, path, checkpoint: Path | None):
+        self.in_memory = path is None
+        target = path if path is not None else (
+            None if checkpoint is None else checkpoint.with_name(checkpoint.name + ".h5"))
+        self.file = None if target is None else EnsembleFile(target)
+        self.blocks: list = []
+        self.is_open = False
+
+    def create(self, plan: Plan, series: dict, configs) -> None:
+        self.series_names = list(series)
+        if self.file is not None:
+            self.file.create(plan.chains, plan.n, series,
+                             None if configs is None else (plan.n_stored, *configs))
+        self.is_open = True
+
+    def reopen(self) -> bool:
+        self.is_open = self.file is not None and self.file.reopen()
+        return self.is_open
+
+    def write(self, start: int, stored, series: dict, stored_start: int) -> None:
+        if self.file is None:
+            self.blocks.append((stored, series))
+            return
+        self.file.write(start, stored, series, stored_start)
+        self.file.flush()
+
+    def read_prefix(self, group: str, good: np.ndarray, n: int) -> dict:
+        """Every series of `group` ("stats", "observables") for the good chains, first n."""
+        if self.file is None:
+            names = [k for k in self.series_names if k.startswith(group + "/")]
+            return {k.split("/", 1)[1]: np.concatenate([s[k] for _, s in self.blocks], 1)[good, :n]
+                    for k in names}
+        return {name.split("/", 1)[1]: self.file.file[name][:, :n][good]
+                for name in self.file.names if name.startswith(group + "/")}
+
+    def finish(self, run: SamplerRun, attrs: dict, good: np.ndarray, n: int,
+               plan: Plan) -> SamplerRun:
+        run.observables = self.read_prefix("observables", good, n) or None
+        n_stored = n // plan.save_every
+        if self.file is None:
+            if plan.store_configs:
+                configs = np.concatenate([c for c, _ in self.blocks], 1)[good, :n_stored]
+                run.configs = torch.from_numpy(np.ascontiguousarray(configs))
+            return run
+        lengths = {name: n for name in self.file.names}
+        lengths["configs"] = n_stored
+        self.file.keep(good, lengths)
+        if self.in_memory:              # a checkpointed in-memory run: read it back, drop the file
+            if plan.store_configs:
+                run.configs = torch.from_numpy(self.file.read("configs"))
+            self.file.discard()
+            return run
+        self.file.finish(attrs)
+        run.path = self.file.path
+        return run
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
