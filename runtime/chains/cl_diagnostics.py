@@ -15,8 +15,7 @@ Stamatescu 2010; Scherzer, Seiler, Sexty, Stamatescu 2019). Three practical chec
    `boundary_term` gives B(Y) = <L_c O Theta(Y - y_max)> as a function of the cutoff Y; a nonzero
    value as Y grows is the boundary term (Scherzer et al.'s B_1).
 
-Errors use means over independent chains (or blocks when there are few chains): honest for
-Markov data as long as chains (blocks) are much longer than the autocorrelation time.
+Errors are the Gamma method's (runtime/stats/gamma.py, chains as replicas): honest for Markov data.
 """
 from __future__ import annotations
 
@@ -24,23 +23,10 @@ import math
 
 import numpy as np
 
+from theoryc.runtime.stats.gamma import gamma_method
+
 DEFAULT_TAIL_FRACTION = 0.01
 POWER_LAW_LIMIT = 3.0
-
-
-def mean_error(values: np.ndarray, min_blocks: int = 16) -> tuple[complex | float, float]:
-    """Mean of (chains, n) values and its error from independent chain (or block) means."""
-    v = np.asarray(values)
-    chains, n = v.shape
-    if chains < min_blocks and n >= 2:
-        per = max(1, math.ceil(min_blocks / chains))
-        per = min(per, n)
-        size = n // per
-        v = v[:, : size * per].reshape(chains * per, size)
-    means = v.mean(axis=1)
-    if means.size < 2:
-        return means.mean(), float("nan")
-    return means.mean(), float(means.std(ddof=1) / math.sqrt(means.size))
 
 
 def drift_tail_exponent(u: np.ndarray, tail_fraction: float = DEFAULT_TAIL_FRACTION,
@@ -78,7 +64,7 @@ def y_spread(y_max: np.ndarray, y_rms: np.ndarray) -> dict:
 
 
 def boundary_term(lc_values: np.ndarray, y_max: np.ndarray, cutoffs=None) -> dict:
-    """B(Y) = <L_c O * Theta(Y - y_max)> at cutoffs Y, with errors (means over chains).
+    """B(Y) = <L_c O * Theta(Y - y_max)> at cutoffs Y, with Gamma-method errors.
 
     lc_values: L_c O per configuration (chains, n), complex; y_max: the largest |Im z| of each
     configuration (chains, n). Default cutoffs: the 50, 90, 99, 99.9 and 100% quantiles of y_max.
@@ -91,9 +77,9 @@ def boundary_term(lc_values: np.ndarray, y_max: np.ndarray, cutoffs=None) -> dic
         cutoffs = np.quantile(ym, [0.5, 0.9, 0.99, 0.999, 1.0])
     rows = []
     for cut in cutoffs:
-        m, e_re = mean_error(np.real(lc) * (ym <= cut))
-        m_im, e_im = mean_error(np.imag(lc) * (ym <= cut))
-        rows.append({"Y": float(cut), "B": [float(m), float(m_im)], "error": [e_re, e_im]})
+        inside = ym <= cut
+        re, im = gamma_method(np.real(lc) * inside), gamma_method(np.imag(lc) * inside)
+        rows.append({"Y": float(cut), "B": [re.mean, im.mean], "error": [re.error, im.error]})
     return {"cutoffs": rows, "residual": rows[-1]}
 
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from theoryc.runtime.figures.output import save_figure  # noqa: E402
 from theoryc.runtime.models.diffusion import DiffusionModel  # noqa: E402
 
 DEFAULT_TAUS = (None, 0.05, 0.1, 0.2, 0.4, 1.0)     # None: the model's t_eps (end of generation)
@@ -81,9 +82,7 @@ def plot_model(model: DiffusionModel, path: str, *, theory=None, taus=DEFAULT_TA
         fig, ax = plt.subplots(figsize=(5, 4))
         _plot_loss(ax, model)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _default_extent(model: DiffusionModel) -> float:

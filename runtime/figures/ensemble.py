@@ -14,7 +14,6 @@ never a file name, so it does not depend on the file reader:
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, Mapping
 
 import matplotlib
@@ -24,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from theoryc.runtime.figures.output import save_figure  # noqa: E402
 from theoryc.runtime.stats.estimates import observable_stats  # noqa: E402
 from theoryc.runtime.stats.gamma import normalised_autocorrelation  # noqa: E402
 from theoryc.runtime.stats.summary import format_tau  # noqa: E402
@@ -69,12 +69,7 @@ def plot_ensemble(ensemble_like, path, *, drift: Callable | None = None,
         fig = observables_figure(series, max_lag, _numpy(_get(ensemble_like, "log_weights")))
     if title:
         fig.suptitle(title)
-    folder = os.path.dirname(os.fspath(path))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return os.fspath(path)
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------------- complex 0-d: P(x, y)

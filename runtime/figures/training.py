@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from theoryc.runtime.figures.output import save_figure  # noqa: E402
+
 
 def plot_training(model, path) -> str:
     """A flow's or VAN's training curves (from the model file's history): the variational free
@@ -26,6 +28,4 @@ def plot_training(model, path) -> str:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{getattr(model, 'kind', 'model')} training", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=110)
