@@ -148,6 +148,7 @@ def test_an_ensemble_without_configurations_cannot_be_remeasured(work):
     with h5py.File(bare, "r+") as f:
         del f["configs"]
     cli("measure", bare)                                     # its own observables still measure
+    cli("plot", bare, "-o", folder / "bare.png")             # and plot: neither reads configs
     for args in (("measure", bare, "--theory", other), ("observe", bare, "--theory", other,
                                                         "-o", folder / "x.h5")):
         result = cli(*args, expect=1)
@@ -193,3 +194,42 @@ def test_stored_series_picks_the_stored_configurations():
     assert stored_series(series, 1, 10).tolist() == series.tolist()
     # save_every 3: configurations 2, 5, 8 of each chain are stored
     assert stored_series(series, 3, 3).tolist() == [[2, 5, 8], [12, 15, 18]]
+
+
+def test_api_measure_takes_what_sample_returns(tmp_path):
+    theory = theoryc.load("phi4_2d", L=L)
+    run = theoryc.sample(theory, "hmc", n=60, chains=2, seed=1, progress=False)
+    m = theoryc.measure(run, theory=theory)
+    assert all(np.allclose(m.observables[k], run.observables[k], rtol=1e-12) for k in run.observables)
+    assert set(m.summary["estimates"]) == set(theory.estimates)
+    streamed = theoryc.sample(theory, "hmc", n=60, chains=2, seed=1, progress=False,
+                              output=tmp_path / "s.h5")
+    assert streamed.configs is None
+    assert theoryc.measure(streamed).summary == json.loads(cli("measure", tmp_path / "s.h5",
+                                                               "--json").stdout)
+
+
+def test_observe_and_remeasure_memory_is_one_block_not_the_ensemble(tmp_path, monkeypatch):
+    """12 MB of configurations, 1 MB blocks: numpy's peak (tracemalloc) stays a few blocks.
+    The theories are loaded first: compiling or loading one is not what is measured here."""
+    import tracemalloc
+    theory = theoryc.load("phi4_2d", L=16)
+    configs = torch.randn(3, 2000, *theory.shape, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "big.h5"
+    write_ensemble(path, SamplerRun(configs=configs), measure_observables(theory, configs),
+                   theory_attrs(theory))
+    total = configs.numel() * 8
+    del configs
+    other = (tmp_path / "other.theory")
+    other.write_text(OTHER)
+    other = theoryc.load(str(other), L=16)
+    ens = read_ensemble(path, configs=False)
+    monkeypatch.setattr(measure_module, "BLOCK_BYTES", 1 << 20)
+    for act in (lambda: measure_module.write_observed(path, tmp_path / "new.h5", other, theory),
+                lambda: measure_module.remeasure(path, ens, other, theory)):
+        tracemalloc.start()
+        act()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < total / 4, (peak, total)
