@@ -16,10 +16,11 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import __version__
 from ..dsl.errors import TheoryError
 from .ir import TheoryIR
-from .lower import Lowered, to_sympy
+from .lower import DERIVED, Lowered, to_sympy
 
 AXIS_LETTERS = "xyzw"
-MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
+MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "coordinate", "OBSERVABLE_INDICES",
+                "ESTIMATE_VECTORS", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
                 "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
                 "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
                 "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t"}
@@ -185,23 +186,48 @@ class ModuleWriter:
         return lines, reduced
 
     def field_lines(self, exprs: list[sp.Expr]) -> list[str]:
-        """Views of the fields and one roll per distinct shift the expressions use."""
-        syms = set()
-        for e in exprs:
-            syms |= {s for s in e.free_symbols if self.ir.symbols.is_field(s)}
-        keys = sorted((self.ir.symbols.meaning[s] for s in syms), key=lambda k: (k.field, k.shift))
-        base = {}
+        """Views of the fields, coordinates and derived fields, and one roll per distinct shift
+        the expressions use."""
+        symbols = self.ir.symbols
+        keys = self.keys_used(exprs)
         lines = []
+        plain = sorted({k for k in keys if k.field < DERIVED}, key=lambda k: (k.field, k.shift))
+        lines += self.base_and_rolls(plain)
+        for f in sorted({k.field for k in keys if k.field >= DERIVED}):
+            axis, density = symbols.derived[f - DERIVED]
+            name = self.namer.name(symbols.at(f, (0,) * self.th.dim), symbols.label(f))
+            lines.append(f"{name} = ({self.code(density)}).sum({axis + 1}, keepdim=True)")
+            lines += self.base_and_rolls(sorted((k for k in keys if k.field == f), key=lambda k: k.shift),
+                                         with_base=False)
+        return lines
+
+    def keys_used(self, exprs: list[sp.Expr]) -> set:
+        """The field symbols of the expressions and, for derived fields, of their densities."""
+        symbols, keys = self.ir.symbols, set()
+        todo = [s for e in exprs for s in e.free_symbols if symbols.is_field(s)]
+        while todo:
+            k = symbols.meaning[todo.pop()]
+            if k in keys:
+                continue
+            keys.add(k)
+            keys.add(type(k)(k.field, (0,) * self.th.dim))          # its base is needed for a roll
+            if k.field >= DERIVED:
+                todo += [s for s in symbols.derived[k.field - DERIVED][1].free_symbols if symbols.is_field(s)]
+        return keys
+
+    def base_and_rolls(self, keys: list, with_base: bool = True) -> list[str]:
+        symbols, lines, base = self.ir.symbols, [], {}
         origin = (0,) * self.th.dim
         for f in sorted({k.field for k in keys}):
-            sym = self.ir.symbols.at(f, origin)
-            base[f] = self.namer.name(sym, self.th.fields[f].name)
-            lines.append(f"{base[f]} = cfg[:, {f}]")
+            base[f] = self.namer.name(symbols.at(f, origin), symbols.label(f))
+            if with_base:
+                # a coordinate pos(x, k) is a tensor of integers along axis k, broadcast elsewhere
+                lines.append(f"{base[f]} = cfg[:, {f}]" if f >= 0 else f"{base[f]} = coordinate(cfg, {-1 - f})")
         for k in keys:
             if k.shift == origin:
                 continue
-            sym = self.ir.symbols.at(k.field, k.shift)
-            ident = self.namer.name(sym, shifted_name(self.th.fields[k.field].name, k.shift))
+            sym = symbols.at(k.field, k.shift)
+            ident = self.namer.name(sym, shifted_name(symbols.label(k.field), k.shift))
             active = [(-s, a + 1) for a, s in enumerate(k.shift) if s]
             shifts = tuple(s for s, _ in active)
             dims = tuple(d for _, d in active)
@@ -235,7 +261,7 @@ class ModuleWriter:
             repr(doc),
             "import torch",
             "",
-            "from theoryc.compiler.support import Tabulated, conj, fill, imag, per_config, real",
+            "from theoryc.compiler.support import Tabulated, conj, coordinate, fill, imag, per_config, real",
             "",
             f"NAME = {th.name!r}",
             f"LATTICE = {tuple(th.lattice)!r}",
@@ -243,13 +269,19 @@ class ModuleWriter:
             f"FIELD_KINDS = {tuple(f.kind for f in th.fields)!r}",
             f"IS_COMPLEX = {self.ir.is_complex!r}",
             f"PARAMS = {{{', '.join(f'{k!r}: {number(v)}' for k, v in params.items())}}}",
-            f"OBSERVABLES = {tuple(n for n, _, _ in self.ir.observables)!r}",
+            f"OBSERVABLES = {tuple(self.observable_names())!r}",
+            *([f"OBSERVABLE_INDICES = {self.observable_indices()!r}"] if self.ir.components else []),
             f"SITES = {self.sites!r}  # dimensions of cfg[:, f] that are lattice sites",
             "",
         ]
         for name, sym in sorted(self.ir.symbols.params.items()):
             lines.append(f"{self.namer.names[sym]} = {number(self.value(name))}")
         return "\n".join(lines)
+
+    def observable_indices(self) -> dict:
+        """Vector observable -> (first, last) value of its index."""
+        return {f"{k.split(' ', 1)[1]}": (r.lo, r.hi) for k, r in self.th.indices.items()
+                if k.startswith("observable ")}
 
     def function(self, signature: str, doc: str, body: list[str]) -> str:
         body = inline_single_use(body, self.rolls)
@@ -314,10 +346,23 @@ class ModuleWriter:
         for name, sym, low in self.ir.observables:
             lines, expr = self.reduction_lines(low, temps)
             more, (result,) = self.cse_lines([expr], temps)
-            body += lines + more + [f"{self.namer.name(sym, name)} = {self.code(result)}"]
-        items = ", ".join(f"{n!r}: per_config({self.namer.names[s]}, cfg)" for n, s, _ in self.ir.observables)
-        body.append(f"return {{{items}}}")
-        return self.function("observables(cfg)", "Every observable, name -> shape (batch,).", body)
+            body += lines + more + [f"{self.namer.name(sym, identifier(name))} = {self.code(result)}"]
+        items = []
+        for name in self.observable_names():
+            parts = [s for s, (n, _) in self.ir.components.items() if n == name]
+            if parts:                     # a vector observable: (batch, components)
+                stacked = ", ".join(f"per_config({self.namer.names[s]}, cfg)" for s in parts)
+                items.append(f"{name!r}: torch.stack([{stacked}], 1)")
+            else:
+                sym = next(s for n, s, _ in self.ir.observables if n == name)
+                items.append(f"{name!r}: per_config({self.namer.names[sym]}, cfg)")
+        body.append(f"return {{{', '.join(items)}}}")
+        return self.function("observables(cfg)", "Every observable, name -> shape (batch,) or, for a "
+                             "vector observable, (batch, components).", body)
+
+    def observable_names(self) -> list[str]:
+        names = [self.ir.components[s][0] if s in self.ir.components else n for n, s, _ in self.ir.observables]
+        return list(dict.fromkeys(names))
 
     def estimates(self) -> str:
         if not self.ir.averages:
@@ -326,7 +371,11 @@ class ModuleWriter:
         body = []
         for name, sym, _ in self.ir.observables:
             if any(sym in low.expr.free_symbols for _, _, low in self.ir.averages):
-                body.append(f"{self.namer.names[sym]} = obs[{name!r}]")
+                if sym in self.ir.components:
+                    vector, position = self.ir.components[sym]
+                    body.append(f"{self.namer.names[sym]} = obs[{vector!r}][:, {position}]")
+                else:
+                    body.append(f"{self.namer.names[sym]} = obs[{name!r}]")
         lines, results = self.cse_lines([low.expr for _, _, low in self.ir.averages], temps)
         body += lines
         items = ", ".join(f"{key!r}: {self.code(r)}" for (key, _, _), r in zip(self.ir.averages, results))
@@ -336,13 +385,15 @@ class ModuleWriter:
         table = []
         for name, expr in self.ir.estimates:
             used = [(key, sym) for key, sym, _ in self.ir.averages if sym in expr.free_symbols]
-            fn = self.namer.function(f"estimate_{name}")
+            fn = self.namer.function(f"estimate_{identifier(name)}")
             args = [f"{self.namer.name(sym, sym.name)} = a[{i}]" for i, (key, sym) in enumerate(used)]
             lines, (result,) = self.cse_lines([expr], self.namer.fresh("tmp"))
             out.append(self.function(f"{fn}(a)", f"{name} from the averages {', '.join(k for k, _ in used)}.",
                                      args + lines + [f"return {self.code(result)}"]))
             table.append(f"    {name!r}: ({tuple(k for k, _ in used)!r}, {fn}),")
         out.append("ESTIMATES = {\n" + "\n".join(table) + "\n}")
+        if self.ir.estimate_vectors:
+            out.append(f"ESTIMATE_VECTORS = {dict((k, tuple(v)) for k, v in self.ir.estimate_vectors.items())!r}")
         return "\n\n\n".join(out)
 
     def symmetries(self) -> str:
@@ -415,6 +466,12 @@ def inline_single_use(body: list[str], rolls: set[str]) -> list[str]:
             body[uses[0]] = pattern.sub(lambda _: value, body[uses[0]])
             body.remove(line)
     return body
+
+
+def identifier(label: str) -> str:
+    """C(3) -> C_3: a label of a component as the start of a Python name."""
+    import re
+    return re.sub(r"\W+", "_", label).strip("_")
 
 
 def shifted_name(field: str, shift: tuple[int, ...]) -> str:

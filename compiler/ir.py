@@ -1,7 +1,7 @@
 """The SymPy stage of the pipeline: everything derived from a checked theory, before code is printed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -26,6 +26,8 @@ class TheoryIR:
     symmetries: list[ProvedSymmetry]
     schedules: list[Kernels]
     flips: Flips | None = None                         # spin theories with a local action
+    components: dict = field(default_factory=dict)     # component symbol -> (vector observable, position)
+    estimate_vectors: dict = field(default_factory=dict)   # vector estimate -> its component labels
 
     def describe(self) -> str:
         """The derived expressions, for `theoryc compile --emit sympy`."""
@@ -37,6 +39,8 @@ class TheoryIR:
             out.append(f"{sym} = {expr}")
         for f, expr in zip(self.theory.fields, self.force.fields):
             out.append(f"dS/d{f.name}(x) = {expr}")
+        for j, (axis, density) in enumerate(self.symbols.derived):
+            out.append(f"D{j}(x) = sum along axis {axis} of [ {density} ]  (a derived field)")
         for name, _, low in self.observables:
             out += describe_lowered(name, low)
         for key, sym, low in self.averages:
@@ -68,29 +72,55 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     if is_complex:
         holomorphy_check(theory.action, theory.action_span, "action")
     force = derive_force(symbols, action, len(theory.fields), theory.action_span)
-    observables = []
+    observables, components = [], {}
     params = set(symbols.params.values())
+    lowerer.structured = True
     for name, node in theory.observables:
-        low = lowerer.lower(node)
-        check_defined(low, theory.spans.get(f"observable {name}"), f"observable '{name}'")
-        sym = sp.Symbol(name)
-        # A constant observable is used by later observables as its value: generated code then
-        # folds exp(c) of a constant instead of calling torch on a Python number.
-        constant = not low.reductions and low.expr.free_symbols <= params
-        lowerer.observables[name] = low.expr if constant else sym
-        observables.append((name, sym, low))
-    lowerer.observables = {name: sym for name, sym, _ in observables}   # averages read obs[name]
-    estimates = [(name, lowerer.lower(node).expr) for name, node in theory.estimates]
-    for name, expr in estimates:
-        check_defined(Lowered(expr, []), theory.spans.get(f"estimate {name}"), f"estimate '{name}'")
-    averages = [(key, sym, lowerer.lower(node)) for key, (sym, node) in lowerer.averages.items()]
+        rng = theory.indices.get(f"observable {name}")
+        span = theory.spans.get(f"observable {name}")
+        parts = []
+        for v in ([None] if rng is None else rng.values):
+            low = lowerer.lower(node, {} if rng is None else {rng.name: v})
+            label = name if rng is None else f"{name}({v})"
+            check_defined(low, span, f"observable '{label}'")
+            sym = sp.Symbol(label)
+            if rng is not None:
+                components[sym] = (name, v - rng.lo)
+            # A constant observable is used by later observables as its value: generated code
+            # then folds exp(c) of a constant instead of calling torch on a Python number.
+            constant = not low.reductions and low.expr.free_symbols <= params
+            parts.append(low.expr if constant else sym)
+            observables.append((label, sym, low))
+        lowerer.observables[name] = parts[0] if rng is None else parts
+        if rng is not None:
+            lowerer.vector_lo[name] = rng.lo
+    # averages read obs[name]: symbols again, not folded constants
+    lowerer.observables = {}
+    for label, sym, _ in observables:
+        name, _, index = label.partition("(")
+        if index:
+            lowerer.observables.setdefault(name, []).append(sym)
+        else:
+            lowerer.observables[name] = sym
+    estimates, vectors = [], {}
+    for name, node in theory.estimates:
+        rng = theory.indices.get(f"estimate {name}")
+        span = theory.spans.get(f"estimate {name}")
+        for v in ([None] if rng is None else rng.values):
+            label = name if rng is None else f"{name}({v})"
+            expr = lowerer.lower(node, {} if rng is None else {rng.name: v}).expr
+            check_defined(Lowered(expr, []), span, f"estimate '{label}'")
+            estimates.append((label, expr))
+            if rng is not None:
+                vectors.setdefault(name, []).append(label)
+    averages = [(key, sym, lowerer.lower(node, env)) for key, (sym, node, env) in lowerer.averages.items()]
     kinds = tuple(f.kind for f in theory.fields)
     symmetries = [prove_symmetry(d, action, lowerer, symbols, kinds, values) for d in theory.symmetries]
     schedules = [derive_schedule(d, lowerer, values) for d in theory.schedules]
     all_spins = all(f.kind == "spin" for f in theory.fields)
     flips = derive_flips(symbols, action, len(theory.fields)) if all_spins and not is_complex else None
     return TheoryIR(theory, symbols, is_complex, action, force, observables, averages, estimates,
-                    symmetries, schedules, flips)
+                    symmetries, schedules, flips, components, vectors)
 
 
 def check_defined(low: Lowered, span, what: str):

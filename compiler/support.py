@@ -6,11 +6,24 @@ import torch
 
 def per_config(value, cfg: torch.Tensor) -> torch.Tensor:
     """A per-configuration result as shape (batch,): squeezes kept site dimensions, broadcasts
-    constants (an action or observable that does not depend on the fields)."""
+    constants (an action or observable that does not depend on the fields, or only on
+    coordinates)."""
     batch = cfg.shape[0]
     if isinstance(value, torch.Tensor):
-        return value.reshape(batch, -1)[:, 0] if value.dim() > 1 else value.expand(batch)
+        if value.dim() > 1:
+            value = value.reshape(value.shape[0], -1)[:, 0]
+        return value.expand(batch)
     return torch.full((batch,), value, dtype=result_dtype(value, cfg), device=cfg.device)
+
+
+def coordinate(cfg: torch.Tensor, axis: int) -> torch.Tensor:
+    """pos(x, axis) at every site: 0 .. N_axis - 1 along the axis, shaped to broadcast against a
+    field cfg[:, f] (batch, *lattice)."""
+    extent = cfg.shape[2 + axis]
+    shape = [1] * (cfg.dim() - 1)
+    shape[1 + axis] = extent
+    dtype = cfg.real.dtype if cfg.is_complex() else cfg.dtype
+    return torch.arange(extent, dtype=dtype, device=cfg.device).reshape(shape)
 
 
 def fill(value, like: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,18 @@ class Average:
     span: Span
 
 
-Expr = Union[Num, Imag, Name, Call, Unary, Binary, Average]
+@dataclass(frozen=True)
+class RangeSum:
+    """`sum(r in lo..hi)[ body ]` (or mean): a sum over the integers lo .. hi."""
+    func: Name
+    index: Name
+    lo: "Expr"
+    hi: "Expr"
+    body: "Expr"
+    span: Span
+
+
+Expr = Union[Num, Imag, Name, Call, Unary, Binary, Average, RangeSum]
 
 
 # ---- statements ----------------------------------------------------------------------------
@@ -110,10 +121,20 @@ class Action:
 
 
 @dataclass(frozen=True)
+class IndexDecl:
+    """The integer argument of a vector observable or estimate: `(t)` or `(t in lo..hi)`."""
+    name: Name
+    lo: Expr | None
+    hi: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
 class Observable:
     name: Name
     expr: Expr
     span: Span
+    index: IndexDecl | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +142,7 @@ class Estimate:
     name: Name
     expr: Expr
     span: Span
+    index: IndexDecl | None = None
 
 
 @dataclass(frozen=True)

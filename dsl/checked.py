@@ -24,10 +24,35 @@ class ParamRef:
 @dataclass(frozen=True)
 class Shift:
     """One term of a site offset: `coef * direction`, where the direction is a bound index
-    (`mu`) or a fixed axis (`e0` -> axis 0)."""
-    coef: int
+    (`mu`) or a fixed axis (`e0` -> axis 0), and coef an integer or an integer expression of
+    integer indices (`t*e0` of a correlator C(t))."""
+    coef: "int | Node"
     index: str | None = None
     axis: int | None = None
+
+
+@dataclass(frozen=True)
+class IndexVar:
+    """An integer index (a vector observable's argument, or r of sum(r in A..B)) as a value."""
+    name: str
+
+
+@dataclass(frozen=True)
+class RangeReduce:
+    """sum(r in lo..hi)[body] (or mean) over the integers lo .. hi; unrolled by the compiler."""
+    index: str
+    lo: int
+    hi: int
+    body: "Node"
+    mean: bool
+
+
+@dataclass(frozen=True)
+class Coordinate:
+    """pos(x + shifts, axis): the integer coordinate 0 .. N_axis - 1 of a site."""
+    site: str
+    shifts: tuple[Shift, ...]
+    axis: int
 
 
 @dataclass(frozen=True)
@@ -74,7 +99,9 @@ class Neg:
 
 @dataclass(frozen=True)
 class ObservableRef:
+    """An earlier observable; a component `C(t + 1)` of a vector one (the index wraps around)."""
     name: str
+    index: "Node | None" = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +118,19 @@ class Var:
 
 
 Node = Union[Const, ParamRef, FieldAt, SiteReduce, DirectionReduce, Apply, BinOp, Neg,
-             ObservableRef, AverageOf, Var]
+             ObservableRef, AverageOf, Var, IndexVar, RangeReduce, Coordinate]
+
+
+@dataclass(frozen=True)
+class IndexRange:
+    """The argument of a vector observable or estimate and the integers lo .. hi it takes."""
+    name: str
+    lo: int
+    hi: int
+
+    @property
+    def values(self) -> range:
+        return range(self.lo, self.hi + 1)
 
 
 @dataclass(frozen=True)
@@ -133,6 +172,7 @@ class CheckedTheory:
     schedules: tuple[ScheduleDecl, ...]
     source: str = field(default="", compare=False)
     spans: dict = field(default_factory=dict, compare=False)   # 'observable M' -> Span of its expression
+    indices: dict = field(default_factory=dict)     # 'observable C' / 'estimate m' -> IndexRange
     filename: str = field(default="<theory>", compare=False)
 
     @property

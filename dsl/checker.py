@@ -32,6 +32,7 @@ RESERVED = set(FUNCTIONS) | set(REDUCTIONS) | set(CONSTANTS)
 MAX_DIM = 8                     # lattice dimensions (a batch of configurations adds two more)
 MAX_VOLUME = 2**31              # sites of the lattice
 MAX_EXPONENT = 1000             # magnitude of a constant exponent
+MAX_RANGE = 4096                # integers of sum(r in A..B) and components of a vector observable
 
 
 def fail(span, message, hint=""):
@@ -153,8 +154,9 @@ class Scope:
     where: str                               # action, observable, estimate, average, symmetry, schedule
     observables: tuple[str, ...] = ()
     estimates: dict = field(default_factory=dict)
-    bound: dict = field(default_factory=dict)   # index name -> 'site' | 'direction'
+    bound: dict = field(default_factory=dict)   # index name -> 'site' | 'direction' | 'integer'
     variables: tuple[str, ...] = ()          # schedule state and time
+    vectors: dict = field(default_factory=dict)  # vector observable name -> IndexRange
     locals: dict = field(default_factory=dict)  # schedule-local parameter name -> qualified name
 
     def bind(self, name, kind):
@@ -172,6 +174,7 @@ class Checker:
         self.lattice: tuple[int, ...] = ()
         self.constants: dict = {}          # id(node) -> (node, value or None): check_constants
         self.local_param_values: dict = {}  # qualified schedule-local name -> value
+        self.indices: dict = {}             # 'observable C' / 'estimate m' -> IndexRange
 
     # -- driver --
     def run(self) -> C.CheckedTheory:
@@ -233,7 +236,8 @@ class Checker:
             symmetries=tuple(self.symmetry(s) for s in symmetries), schedules=tuple(sched),
             source=self.source,
             spans={**{f"observable {o.name.id}": o.expr.span for o in observables},
-                   **{f"estimate {e.name.id}": e.expr.span for e in estimates}})
+                   **{f"estimate {e.name.id}": e.expr.span for e in estimates}},
+            indices=dict(self.indices))
 
     # -- declarations --
     def declare(self, name: ast.Name, what: str):
@@ -307,21 +311,92 @@ class Checker:
     def observables(self, stmts):
         out = []
         for st in stmts:
-            scope = Scope("observable", observables=tuple(n for n, _ in out))
+            scope = Scope("observable", observables=tuple(n for n, _ in out), vectors=self.vectors())
+            if st.index is not None:
+                rng = self.observable_range(st)
+                self.indices[f"observable {st.name.id}"] = rng
+                scope = scope.bind(rng.name, "integer")
             out.append((st.name.id, self.expr(st.expr, scope)))
         return tuple(out)
+
+    def vectors(self) -> dict:
+        return {k.split(" ", 1)[1]: v for k, v in self.indices.items() if k.startswith("observable ")}
+
+    def observable_range(self, st: ast.Observable) -> C.IndexRange:
+        """lo..hi as declared, or 0 .. N-1 from the extent N of the direction it multiplies."""
+        index = st.index
+        self.fresh_index(index.name, Scope("observable"))
+        if index.lo is not None:
+            return self.declared_range(index)
+        extents = set(integer_extents(index.name.id, st.expr, self.lattice))
+        vectors = self.vectors()
+        lengths = {(vectors[n].lo, vectors[n].hi) for n, _ in indexed_observables(index.name.id, st.expr)
+                   if n in vectors}
+        if lengths and not extents and len(lengths) == 1:      # Q(t) = S(t + 1)^2: S's indices
+            lo, hi = lengths.pop()
+            return C.IndexRange(index.name.id, lo, hi)
+        if not extents:
+            fail(index.name.span, f"the range of '{index.name.id}' cannot be inferred: it multiplies no direction",
+                 f"give it: {st.name.id}({index.name.id} in 0..4), or use it in a shift such as "
+                 f"x + {index.name.id}*e0.")
+        if len(extents) > 1:
+            fail(index.name.span, f"'{index.name.id}' multiplies directions of different extents "
+                 f"({', '.join(map(str, sorted(extents)))})", f"give its range: {st.name.id}({index.name.id} in 0..N-1).")
+        return C.IndexRange(index.name.id, 0, extents.pop() - 1)
+
+    def declared_range(self, index) -> C.IndexRange:
+        lo, hi = self.integer_constant(index.lo), self.integer_constant(index.hi)
+        if hi < lo:
+            fail(index.span, f"the range {lo}..{hi} is empty", "write lo..hi with lo <= hi.")
+        if hi - lo + 1 > MAX_RANGE:
+            fail(index.span, f"the range {lo}..{hi} has more than {MAX_RANGE} integers")
+        return C.IndexRange(index.name.id, lo, hi)
+
+    def integer_constant(self, e: ast.Expr) -> int:
+        value = evaluate(e, self.params)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            fail(e.span, f"a range bound must be an integer, not {value}",
+                 "bounds are integer expressions of numbers and params, e.g. 0..L-1.")
+        return value
+
+    def fresh_index(self, name: ast.Name, scope: Scope):
+        if name.id in self.names or name.id in RESERVED or UNIT_VECTOR.match(name.id) or name.id in scope.bound:
+            fail(name.span, f"'{name.id}' cannot be an index: it already names something",
+                 "use a fresh name such as x, t, r, mu or nu.")
 
     def estimates(self, stmts, observables):
         out: dict = {}
         names = tuple(o.name.id for o in observables)
         for st in stmts:
-            scope = Scope("estimate", observables=names, estimates=dict(out))
+            scope = Scope("estimate", observables=names, estimates=dict(out), vectors=self.vectors())
+            if st.index is not None:
+                self.fresh_index(st.index.name, scope)
+                rng = self.estimate_range(st, scope)
+                self.indices[f"estimate {st.name.id}"] = rng
+                scope = scope.bind(rng.name, "integer")
             node = self.expr(st.expr, scope)
             if not contains_average(node):
                 fail(st.expr.span, f"estimate '{st.name.id}' averages nothing",
                      "an estimate is built from ensemble averages such as <M^2>.")
             out[st.name.id] = node
         return tuple(out.items())
+
+    def estimate_range(self, st: ast.Estimate, scope: Scope) -> C.IndexRange:
+        """As declared, or the components of the vector observables it indexes with its argument."""
+        if st.index.lo is not None:
+            return self.declared_range(st.index)
+        ranges = {(scope.vectors[name].lo, scope.vectors[name].hi)
+                  for name, _ in indexed_observables(st.index.name.id, st.expr) if name in scope.vectors}
+        if not ranges:
+            fail(st.index.name.span, f"the range of '{st.index.name.id}' cannot be inferred: it indexes "
+                 "no vector observable", f"give it: {st.name.id}({st.index.name.id} in 0..4).")
+        if len(ranges) > 1:
+            fail(st.index.name.span, f"'{st.index.name.id}' indexes vector observables of different lengths",
+                 f"give its range: {st.name.id}({st.index.name.id} in 0..N-1).")
+        lo, hi = ranges.pop()
+        return C.IndexRange(st.index.name.id, lo, hi)
 
     def symmetry(self, st: ast.Symmetry) -> C.SymmetryDecl:
         maps, seen = [], set()
@@ -385,7 +460,20 @@ class Checker:
             return self.average(e, scope)
         if isinstance(e, ast.Call):
             return self.call(e, scope)
+        if isinstance(e, ast.RangeSum):
+            return self.range_sum(e, scope)
         raise AssertionError(e)
+
+    def range_sum(self, e: ast.RangeSum, scope: Scope) -> C.Node:
+        f = e.func.id
+        if f not in REDUCTIONS:
+            fail(e.func.span, f"'{f}' cannot take a body [...]", "only sum(...)[...] and mean(...)[...] reduce.")
+        if scope.where in ("schedule", "symmetry"):
+            fail(e.span, f"{f}(... in ...)[...] is not allowed in {WHERE[scope.where]}", HINT[scope.where])
+        self.fresh_index(e.index, scope)
+        rng = self.declared_range(ast.IndexDecl(e.index, e.lo, e.hi, e.span))
+        body = self.expr(e.body, scope.bind(e.index.id, "integer"))
+        return C.RangeReduce(e.index.id, rng.lo, rng.hi, body, f == "mean")
 
     def check_constants(self, node: C.BinOp, e: ast.Binary):
         """Exponents that SymPy would expand for ever (2^2^2^2^2^2, s^1e30), constants that
@@ -435,6 +523,8 @@ class Checker:
             return C.Var(n)
         if n in scope.locals:
             return C.ParamRef(scope.locals[n])
+        if scope.bound.get(n) == "integer":
+            return C.IndexVar(n)
         if n in scope.bound:
             fail(e.span, f"the {scope.bound[n]} index '{n}' is used as a value",
                  f"an index only labels a field's site: write e.g. phi({n})." if scope.bound[n] == "site"
@@ -494,6 +584,8 @@ class Checker:
             fail(e.span, f"observable '{n}' is measured per configuration; an estimate needs its average",
                  f"write <{n}>.")
         if scope.where in ("average", "observable") and n in scope.observables:
+            if n in scope.vectors:
+                fail(e.span, f"observable '{n}' is a vector; use one component", f"write {n}(0) or {n}(t).")
             return C.ObservableRef(n)
         if scope.where == "observable":
             fail(e.span, f"observable '{n}' is used before it is declared", "an observable may use earlier ones.")
@@ -512,7 +604,9 @@ class Checker:
         if scope.where != "estimate":
             fail(e.span, "an average <...> can only appear in an estimate",
                  "observables and the action are per configuration.")
-        inner = self.expr(e.expr, Scope("average", observables=scope.observables))
+        integers = {k: v for k, v in scope.bound.items() if v == "integer"}
+        inner = self.expr(e.expr, Scope("average", observables=scope.observables, bound=integers,
+                                        vectors=scope.vectors))
         return C.AverageOf(inner, show(e))
 
     def call(self, e: ast.Call, scope: Scope) -> C.Node:
@@ -531,11 +625,58 @@ class Checker:
                  f"write {f}(x)[ ... ] over sites or {f}(mu)[ ... ] over directions.")
         if self.names.get(f, (None,))[0] == "field":
             return self.field_at(e, scope)
+        if f == "pos":
+            return self.coordinate(e, scope)
+        if self.names.get(f, (None,))[0] == "observable":
+            return self.component(e, scope)
         if f in self.params or f in CONSTANTS:
             fail(e.func.span, f"'{f}' is not a function", "use * to multiply.")
         fail(e.func.span, f"unknown function '{f}'",
              did_you_mean(f, list(FUNCTIONS) + [x.name for x in self.fields]) or
              f"the functions are {', '.join(FUNCTIONS)}.")
+
+    def coordinate(self, e: ast.Call, scope: Scope) -> C.Node:
+        if scope.where != "observable":
+            fail(e.span, f"pos(...) can only appear in an observable",
+                 "the action is translation invariant; site coordinates are for measuring.")
+        if not self.lattice:
+            fail(e.span, "a 0-dimensional theory has no sites", "pos(x, k) needs a lattice.")
+        if len(e.args) != 2:
+            fail(e.span, "pos takes a site and a direction number", "write pos(x, 0).")
+        k = e.args[1]
+        if not isinstance(k, ast.Num) or not k.text.isdigit() or int(k.text) >= len(self.lattice):
+            fail(k.span, f"the direction of pos(x, k) is a number 0 .. {len(self.lattice) - 1}",
+                 "write e.g. pos(x, 0).")
+        site, shifts = self.site(e.args[0], scope, "pos")
+        return C.Coordinate(site, shifts, int(k.text))
+
+    def component(self, e: ast.Call, scope: Scope) -> C.Node:
+        """C(t + 1): one component of a vector observable (indices wrap around)."""
+        n = e.func.id
+        if n not in scope.vectors:
+            if n in scope.observables:
+                fail(e.span, f"observable '{n}' is a scalar and takes no argument", f"write {n}.")
+            return self.observable_ref(e.func, scope)     # says why it cannot be used here
+        self.observable_ref(ast.Name(n, e.func.span), replace(scope, vectors={}))   # where it may stand
+        if len(e.args) != 1:
+            fail(e.span, f"observable '{n}' takes one index", f"write {n}(t) or {n}(0).")
+        return C.ObservableRef(n, self.integer_expr(e.args[0], scope))
+
+    def integer_expr(self, e: ast.Expr, scope: Scope) -> C.Node:
+        """An index expression: integers, integer params and integer indices with + - *."""
+        if isinstance(e, ast.Num) and e.text.isdigit():
+            return C.Const(int(e.text), e.text)
+        if isinstance(e, ast.Name):
+            if scope.bound.get(e.id) == "integer":
+                return C.IndexVar(e.id)
+            if isinstance(self.params.get(e.id), int):
+                return C.Const(self.params[e.id], e.id)
+        if isinstance(e, ast.Unary):
+            return C.Neg(self.integer_expr(e.operand, scope))
+        if isinstance(e, ast.Binary) and e.op in "+-*":
+            return C.BinOp(e.op, self.integer_expr(e.left, scope), self.integer_expr(e.right, scope))
+        fail(e.span, "an index must be an integer expression",
+             "use integers, integer params and integer indices with + - *, e.g. t + 1.")
 
     def reduction(self, e: ast.Call, scope: Scope) -> C.Node:
         f = e.func.id
@@ -584,10 +725,15 @@ class Checker:
             fail(e.span, f"a field at a site cannot appear in {WHERE[scope.where]}", HINT[scope.where])
         if len(e.args) != 1:
             fail(e.span, f"field '{name}' takes one site", f"write {name}(x) or {name}(x + mu).")
-        terms = additive_terms(e.args[0])
+        site, shifts = self.site(e.args[0], scope, name)
+        return C.FieldAt(fidx, site, shifts)
+
+    def site(self, arg: ast.Expr, scope: Scope, name: str) -> tuple[str, tuple]:
+        """x + mu - 2*e0 + t*e1 -> ('x', shifts)."""
+        terms = additive_terms(arg)
         sign, first = terms[0]
         if not isinstance(first, ast.Name) or sign != 1 or scope.bound.get(first.id) != "site":
-            where = first.span if hasattr(first, "span") else e.args[0].span
+            where = first.span if hasattr(first, "span") else arg.span
             if isinstance(first, ast.Name) and first.id not in scope.bound and not UNIT_VECTOR.match(first.id) \
                     and first.id not in self.names:
                 fail(where, f"unbound index '{first.id}'",
@@ -595,7 +741,13 @@ class Checker:
             fail(where, f"the site of '{name}' must start with a site index",
                  f"write {name}(x), {name}(x + mu) or {name}(x - e0), with x bound by sum(x)[...].")
         shifts = tuple(self.shift(sign, t, scope) for sign, t in terms[1:])
-        return C.FieldAt(fidx, first.id, shifts)
+        return first.id, shifts
+
+    def scaled_shift(self, sign: int, factor: ast.Expr, direction: ast.Name, scope: Scope) -> C.Shift:
+        """t*e0, (t + 1)*mu: a direction times an integer expression of indices."""
+        unit = self.shift(sign, direction, scope)
+        coef = self.integer_expr(factor, scope)
+        return C.Shift(coef if sign > 0 else C.Neg(coef), unit.index, unit.axis)
 
     def shift(self, sign: int, term: ast.Expr, scope: Scope) -> C.Shift:
         coef, base = 1, term
@@ -605,6 +757,10 @@ class Checker:
                 coef, base = l, r
             elif isinstance(r, ast.Num) and isinstance(l, ast.Name):
                 coef, base = r, l
+            elif is_direction(r, scope):
+                return self.scaled_shift(sign, l, r, scope)
+            elif is_direction(l, scope):
+                return self.scaled_shift(sign, r, l, scope)
             else:
                 fail(term.span, "a shift is an integer times a direction", "write e.g. x + 2*mu.")
             if not coef.text.isdigit():
@@ -667,6 +823,61 @@ def index_uses(name: str, e: ast.Expr, names: dict):
         yield from index_uses(name, e.right, names)
     elif isinstance(e, (ast.Unary, ast.Average)):
         yield from index_uses(name, e.operand if isinstance(e, ast.Unary) else e.expr, names)
+    elif isinstance(e, ast.RangeSum) and e.index.id != name:
+        yield from index_uses(name, e.body, names)
+
+
+def is_direction(e: ast.Expr, scope: Scope) -> bool:
+    return isinstance(e, ast.Name) and (UNIT_VECTOR.match(e.id) is not None or scope.bound.get(e.id) == "direction")
+
+
+def integer_extents(name: str, e: ast.Expr, lattice: tuple[int, ...]):
+    """The extents of the directions that `name` multiplies in the shifts of e (t*e0 -> N_0;
+    t*mu -> every extent)."""
+    for node in ast_walk(e):
+        if isinstance(node, ast.Binary) and node.op == "*":
+            for factor, other in ((node.left, node.right), (node.right, node.left)):
+                if isinstance(other, ast.Name) and any(isinstance(n, ast.Name) and n.id == name
+                                                       for n in ast_walk(factor)):
+                    m = UNIT_VECTOR.match(other.id)
+                    if m and int(m.group(1)) < len(lattice):
+                        yield lattice[int(m.group(1))]
+                    elif not m and other.id != name and not other.id[:1].isdigit():
+                        yield from (lattice if is_index_name(other.id, e) else ())
+
+
+def is_index_name(name: str, e: ast.Expr) -> bool:
+    """Is `name` bound as an index by a reduction inside e (a direction, for t*mu)?"""
+    return any(isinstance(n, ast.Call) and n.body is not None and n.args and isinstance(n.args[0], ast.Name)
+               and n.args[0].id == name for n in ast_walk(e))
+
+
+def indexed_observables(name: str, e: ast.Expr):
+    """(observable, index expression) for each C(...) in e whose index uses `name`."""
+    for node in ast_walk(e):
+        if isinstance(node, ast.Call) and node.body is None and len(node.args) == 1 and \
+                any(isinstance(n, ast.Name) and n.id == name for n in ast_walk(node.args[0])):
+            yield node.func.id, node.args[0]
+
+
+def ast_walk(e):
+    """Every node of a syntax-tree expression (iterative: expressions may nest 100 deep)."""
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.Call):
+            stack.extend(node.args)
+            if node.body is not None:
+                stack.append(node.body)
+        elif isinstance(node, ast.Binary):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, ast.Unary):
+            stack.append(node.operand)
+        elif isinstance(node, ast.Average):
+            stack.append(node.expr)
+        elif isinstance(node, ast.RangeSum):
+            stack.extend((node.lo, node.hi, node.body))
 
 
 def contains_average(n: C.Node) -> bool:
@@ -684,8 +895,10 @@ def walk(n: C.Node):
 
 
 def children(n: C.Node):
-    if isinstance(n, (C.SiteReduce, C.DirectionReduce)):
+    if isinstance(n, (C.SiteReduce, C.DirectionReduce, C.RangeReduce)):
         return (n.body,)
+    if isinstance(n, C.ObservableRef) and n.index is not None:
+        return (n.index,)
     if isinstance(n, C.Apply):
         return (n.arg,)
     if isinstance(n, C.BinOp):

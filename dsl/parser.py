@@ -22,7 +22,7 @@ TOKEN_WORDS = {
     "IMAG": "an imaginary number", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "LBRACE": "'{'", "RBRACE": "'}'", "EQUAL": "'='", "COMMA": "','", "COLON": "':'",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "CIRCUMFLEX": "'^'",
-    "LESSTHAN": "'<'", "MORETHAN": "'>'", "__ANON_0": "'->'", "X": "'x'",
+    "LESSTHAN": "'<'", "MORETHAN": "'>'", "__ANON_0": "'->'", "X": "'x'", "IN": "'in'",
 }
 
 
@@ -119,10 +119,20 @@ class ToAst(Transformer):
         return ast.Action(items[0], span_of(meta))
 
     def observable_stmt(self, meta, items):
-        return ast.Observable(self._name(items[0]), items[1], span_of(meta))
+        index = items[1] if len(items) == 3 else None
+        return ast.Observable(self._name(items[0]), items[-1], span_of(meta), index)
 
     def estimate_stmt(self, meta, items):
-        return ast.Estimate(self._name(items[0]), items[1], span_of(meta))
+        index = items[1] if len(items) == 3 else None
+        return ast.Estimate(self._name(items[0]), items[-1], span_of(meta), index)
+
+    def index_decl(self, meta, items):
+        lo, hi = (items[1], items[2]) if len(items) == 3 else (None, None)
+        return ast.IndexDecl(self._name(items[0]), lo, hi, span_of(meta))
+
+    def range_call(self, meta, items):
+        func, index, lo, hi, body = items
+        return ast.RangeSum(self._name(func), self._name(index), lo, hi, body[1], span_of(meta))
 
     def drift_item(self, meta, items):
         return ast.ScheduleEntry("drift", items[0], span_of(meta))
