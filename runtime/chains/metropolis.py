@@ -113,7 +113,7 @@ def check_theory(theory) -> None:
     if getattr(theory, "is_complex", False):
         raise SamplerError(f"theory '{theory.name}' has a complex action: exp(-S) is no "
                            "probability for Metropolis")
-    if not hasattr(theory, "flip_delta") or not hasattr(theory, "flip_offsets"):
+    if getattr(theory, "flip_delta", None) is None or not getattr(theory, "flip_offsets", ()):
         raise SamplerError(f"theory '{theory.name}' was compiled without flip_delta (the change of "
                            "the action under one spin flip): recompile it with this theoryc")
 
