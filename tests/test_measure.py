@@ -233,3 +233,19 @@ def test_observe_and_remeasure_memory_is_one_block_not_the_ensemble(tmp_path, mo
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < total / 4, (peak, total)
+
+
+def test_observe_keeps_the_stats_of_the_stored_configurations(tmp_path):
+    """--save-every 3 stores configurations 2, 5, 8, ... of each chain: the new file's phi2 (the
+    same expression as the sampled theory's) is the old phi2 at those indices, and so are stats."""
+    theory = theoryc.load("phi4_2d", L=L)
+    path = tmp_path / "every3.h5"
+    theoryc.sample(theory, "hmc", n=60, chains=2, seed=2, save_every=3, progress=False, output=path)
+    other = tmp_path / "phi2.theory"
+    other.write_text(OTHER.replace("observable phi4 =", "observable phi2 = mean(x)[ phi(x)^2 ]\n"
+                                   "observable phi4 ="))
+    assert theoryc.observe(path, str(other), tmp_path / "new.h5") == (2, 20)
+    old, new = read_ensemble(path, configs=False), read_ensemble(tmp_path / "new.h5", configs=False)
+    np.testing.assert_allclose(new.observables["phi2"], old.observables["phi2"][:, 2::3], rtol=1e-12)
+    assert all(np.array_equal(new.stats[k], old.stats[k][:, 2::3]) for k in old.stats)
+    assert new.save_every == 1
