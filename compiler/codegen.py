@@ -15,18 +15,18 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .. import __version__
 from ..dsl.errors import TheoryError
-from .ir import TheoryIR
+from .ir import TheoryIR, channel_kinds, channel_labels
 from .lower import DERIVED, Lowered, to_sympy
 
 AXIS_LETTERS = "xyzw"
 MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "coordinate", "OBSERVABLE_INDICES",
-                "ESTIMATE_VECTORS", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
+                "ESTIMATE_VECTORS", "wrap", "CHANNELS", "CHANNEL_KINDS", "GAUGE", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
                 "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
                 "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
                 "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t"}
 TORCH_FUNCTIONS = {"exp": "torch.exp", "log": "torch.log", "sin": "torch.sin", "cos": "torch.cos",
                    "tan": "torch.tan", "sinh": "torch.sinh", "cosh": "torch.cosh", "tanh": "torch.tanh",
-                   "re": "real", "im": "imag", "conjugate": "conj"}
+                   "re": "real", "im": "imag", "conjugate": "conj", "Wrap": "wrap"}
 
 
 class Namer:
@@ -84,6 +84,7 @@ class TorchPrinter(PythonCodePrinter):
 
     _print_exp = _print_log = _print_sin = _print_cos = _print_tan = _print_Function
     _print_sinh = _print_cosh = _print_tanh = _print_re = _print_im = _print_conjugate = _print_Function
+    _print_Wrap = _print_Function
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
@@ -195,7 +196,7 @@ class ModuleWriter:
         lines += self.base_and_rolls(plain)
         for f in sorted({k.field for k in keys if k.field >= DERIVED}):
             axis, density = symbols.derived[f - DERIVED]
-            name = self.namer.name(symbols.at(f, (0,) * self.th.dim), symbols.label(f))
+            name = self.namer.name(symbols.at(f, (0,) * self.th.dim), identifier(symbols.label(f)))
             lines.append(f"{name} = ({self.code(density)}).sum({axis + 1}, keepdim=True)")
             lines += self.base_and_rolls(sorted((k for k in keys if k.field == f), key=lambda k: k.shift),
                                          with_base=False)
@@ -219,7 +220,7 @@ class ModuleWriter:
         symbols, lines, base = self.ir.symbols, [], {}
         origin = (0,) * self.th.dim
         for f in sorted({k.field for k in keys}):
-            base[f] = self.namer.name(symbols.at(f, origin), symbols.label(f))
+            base[f] = self.namer.name(symbols.at(f, origin), identifier(symbols.label(f)))
             if with_base:
                 # a coordinate pos(x, k) is a tensor of integers along axis k, broadcast elsewhere
                 lines.append(f"{base[f]} = cfg[:, {f}]" if f >= 0 else f"{base[f]} = coordinate(cfg, {-1 - f})")
@@ -227,7 +228,7 @@ class ModuleWriter:
             if k.shift == origin:
                 continue
             sym = symbols.at(k.field, k.shift)
-            ident = self.namer.name(sym, shifted_name(symbols.label(k.field), k.shift))
+            ident = self.namer.name(sym, shifted_name(identifier(symbols.label(k.field)), k.shift))
             active = [(-s, a + 1) for a, s in enumerate(k.shift) if s]
             shifts = tuple(s for s, _ in active)
             dims = tuple(d for _, d in active)
@@ -261,12 +262,15 @@ class ModuleWriter:
             repr(doc),
             "import torch",
             "",
-            "from theoryc.compiler.support import Tabulated, conj, coordinate, fill, imag, per_config, real",
+            "from theoryc.compiler.support import Tabulated, conj, coordinate, fill, imag, per_config, real, wrap",
             "",
             f"NAME = {th.name!r}",
             f"LATTICE = {tuple(th.lattice)!r}",
             f"FIELDS = {tuple(f.name for f in th.fields)!r}",
             f"FIELD_KINDS = {tuple(f.kind for f in th.fields)!r}",
+            f"CHANNELS = {channel_labels(th)!r}  # the components of a configuration",
+            f"CHANNEL_KINDS = {channel_kinds(th)!r}",
+            *([f"GAUGE = {tuple(th.gauge)!r}"] if th.gauge else []),
             f"IS_COMPLEX = {self.ir.is_complex!r}",
             f"PARAMS = {{{', '.join(f'{k!r}: {number(v)}' for k, v in params.items())}}}",
             f"OBSERVABLES = {tuple(self.observable_names())!r}",

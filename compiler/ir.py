@@ -10,6 +10,7 @@ from ..dsl.errors import TheoryError
 from .derive import Flips, Force, derive_flips, derive_force
 from .lower import Lowered, Lowerer, Symbols, holomorphy_check, to_sympy
 from .schedule import Kernels, derive_schedule
+from .invariance import prove_gauge, prove_periodic
 from .symmetry import ProvedSymmetry, prove_symmetry
 
 
@@ -64,14 +65,15 @@ def describe_lowered(name: str, low: Lowered) -> list[str]:
 def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     values = dict(theory.params)
     real_fields = not action_is_complex(theory)
-    symbols = Symbols(tuple(f.name for f in theory.fields), theory.dim, real_fields, theory.lattice)
+    symbols = Symbols(channel_labels(theory), theory.dim, real_fields, theory.lattice)
+    n_channels = len(theory.channels)
     lowerer = Lowerer(theory, symbols)
     action = lowerer.lower(theory.action)
     check_defined(action, theory.action_span, "the action")
     is_complex = uses_imaginary(action, symbols, values)
     if is_complex:
         holomorphy_check(theory.action, theory.action_span, "action")
-    force = derive_force(symbols, action, len(theory.fields), theory.action_span)
+    force = derive_force(symbols, action, n_channels, theory.action_span)
     observables, components = [], {}
     params = set(symbols.params.values())
     lowerer.structured = True
@@ -114,13 +116,51 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
             if rng is not None:
                 vectors.setdefault(name, []).append(label)
     averages = [(key, sym, lowerer.lower(node, env)) for key, (sym, node, env) in lowerer.averages.items()]
-    kinds = tuple(f.kind for f in theory.fields)
+    kinds = channel_kinds(theory)
     symmetries = [prove_symmetry(d, action, lowerer, symbols, kinds, values) for d in theory.symmetries]
     schedules = [derive_schedule(d, lowerer, values) for d in theory.schedules]
     all_spins = all(f.kind == "spin" for f in theory.fields)
-    flips = derive_flips(symbols, action, len(theory.fields)) if all_spins and not is_complex else None
+    flips = derive_flips(symbols, action, n_channels) if all_spins and not is_complex else None
+    if any(k == "angle" for k in kinds):
+        prove_invariances(theory, lowerer, symbols, action, values)
     return TheoryIR(theory, symbols, is_complex, action, force, observables, averages, estimates,
                     symmetries, schedules, flips, components, vectors)
+
+
+def channel_labels(theory: C.CheckedTheory) -> tuple[str, ...]:
+    """A name per configuration component: the field's, or 'A:mu' for direction mu of a link
+    field (':' keeps it apart from every name a file can declare)."""
+    return tuple(theory.fields[f].name if mu is None else f"{theory.fields[f].name}:{mu}"
+                 for f, mu in theory.channels)
+
+
+def channel_kinds(theory: C.CheckedTheory) -> tuple[str, ...]:
+    """'real', 'spin' or 'angle' per component (a link field's components are angles)."""
+    return tuple("angle" if theory.fields[f].kind == "link" else theory.fields[f].kind
+                 for f, _ in theory.channels)
+
+
+def prove_invariances(theory, lowerer, symbols, action, values):
+    """Angles: the action and every observable are 2 pi-periodic in each angle; gauge link fields:
+    the action and every observable are gauge invariant. Observables are lowered again without
+    the structure kept for speed (derived fields), so the proofs see plain densities."""
+    angles = {c for c, k in enumerate(channel_kinds(theory)) if k == "angle"}
+    gauge = [(theory.channel(theory.fields.index(next(f for f in theory.fields if f.name == name)), 0), name)
+             for name in theory.gauge]
+    prove_periodic(symbols, action, angles, theory.action_span, "the action", values)
+    for base, name in gauge:
+        prove_gauge(symbols, action, base, theory.action_span, "the action", name, values)
+    plain = Lowerer(theory, symbols)
+    plain.vector_lo, plain.observables = dict(lowerer.vector_lo), dict(lowerer.observables)
+    for name, node in theory.observables:
+        rng = theory.indices.get(f"observable {name}")
+        span = theory.spans.get(f"observable {name}")
+        for v in ([None] if rng is None else rng.values):
+            low = plain.lower(node, {} if rng is None else {rng.name: v})
+            what = f"observable '{name}'"
+            prove_periodic(symbols, low, angles, span, what, values)
+            for base, field in gauge:
+                prove_gauge(symbols, low, base, span, what, field, values)
 
 
 def check_defined(low: Lowered, span, what: str):

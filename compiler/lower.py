@@ -14,9 +14,26 @@ import sympy as sp
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
 
+class Wrap(sp.Function):
+    """wrap(a): the representative of an angle in [-pi, pi). Evaluated on numbers only (it is
+    never differentiated: the checker keeps it out of the action)."""
+
+    @classmethod
+    def eval(cls, a):
+        if a.is_number and a.is_real:
+            digits = max(getattr(sp.N(a), "_prec", 53) * 3 // 10, 30)
+            v, two_pi = a.evalf(digits), 2 * sp.pi.evalf(digits)
+            return v - two_pi * sp.floor((v + two_pi / 2) / two_pi)
+        if isinstance(a, sp.Add):            # wrap(a + 2 pi k) = wrap(a)
+            kept = [t for t in a.args if not (t / (2 * sp.pi)).is_integer]
+            if len(kept) < len(a.args):
+                return cls(sp.Add(*kept))
+        return None
+
+
 FUNCTIONS = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos,
              "tan": sp.tan, "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "abs": sp.Abs,
-             "re": sp.re, "im": sp.im, "conj": sp.conjugate}
+             "re": sp.re, "im": sp.im, "conj": sp.conjugate, "wrap": Wrap}
 NON_HOLOMORPHIC = ("abs", "re", "im", "conj")
 
 
@@ -68,6 +85,8 @@ class Symbols:
     def label(self, f: int) -> str:
         if f < 0:
             return f"pos{-1 - f}"
+        if f == DERIVED - 1:
+            return "w"                     # the gauge function of compiler/invariance.py
         return self.field_names[f] if f < DERIVED else f"D{f - DERIVED}"
 
     def axis_sum(self, axis: int, density: sp.Expr) -> sp.Expr:
@@ -168,6 +187,12 @@ class Lowerer:
             return self.symbols.param(n.name, value)
         if isinstance(n, C.FieldAt):
             return self.field_at(n, env)
+        if isinstance(n, C.LinkAt):
+            return self.link_at(n, env)
+        if isinstance(n, C.PairReduce):
+            terms = [self.node(n.body, {**env, n.first: a, n.second: b})
+                     for a in range(self.theory.dim) for b in range(a + 1, self.theory.dim)]
+            return sp.Add(*terms) / len(terms) if n.mean else sp.Add(*terms)
         if isinstance(n, C.SiteReduce):
             return self.site_reduce(n, env)
         if isinstance(n, C.DirectionReduce):
@@ -220,9 +245,14 @@ class Lowerer:
         return self.average_of[inner]
 
     def field_at(self, n: C.FieldAt, env: dict) -> sp.Expr:
+        channel = self.theory.channel(n.field)
         if n.site is None:
-            return self.symbols.at(n.field, (0,) * self.theory.dim)
-        return self.symbols.at(n.field, self.site_shift(n.site, n.shifts, env))
+            return self.symbols.at(channel, (0,) * self.theory.dim)
+        return self.symbols.at(channel, self.site_shift(n.site, n.shifts, env))
+
+    def link_at(self, n: C.LinkAt, env: dict) -> sp.Expr:
+        axis = n.axis if n.index is None else env[n.index]
+        return self.symbols.at(self.theory.channel(n.field, axis), self.site_shift(n.site, n.shifts, env))
 
     def site_shift(self, site: str, shifts, env: dict) -> tuple[int, ...]:
         shift = list(env[site])

@@ -1,6 +1,8 @@
 """The few helpers that generated modules import. Only torch: no SymPy at run time."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -14,6 +16,11 @@ def per_config(value, cfg: torch.Tensor) -> torch.Tensor:
             value = value.reshape(value.shape[0], -1)[:, 0]
         return value.expand(batch)
     return torch.full((batch,), value, dtype=result_dtype(value, cfg), device=cfg.device)
+
+
+def wrap(a):
+    """The representative of an angle in [-pi, pi)."""
+    return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
 
 
 def coordinate(cfg: torch.Tensor, axis: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ def prove_symmetry(decl: C.SymmetryDecl, action: Lowered, lowerer: Lowerer, symb
     origin = (0,) * dim
     images = [symbols.at(f, origin) for f in range(len(field_kinds))]
     for f, node in decl.maps:
-        images[f] = lowerer.node(node, {})
+        images[lowerer.theory.channel(f)] = lowerer.node(node, {})
     refuse = lambda change: TheoryError(
         decl.span, f"the symmetry '{decl.text}' does not leave the action invariant",
         f"the action changes by {short(change)}; check the map or the action.")
@@ -141,11 +141,11 @@ def readable(expr: sp.Expr, symbols: Symbols) -> str:
     names = {}
     for sym in field_symbols(symbols, expr):
         fs = symbols.meaning[sym]
-        name = symbols.field_names[fs.field]
+        name, _, mu = symbols.label(fs.field).partition(":")       # a link's direction: A:1
         if symbols.dim:
             steps = "".join(f" {'+' if k > 0 else '-'} {str(abs(k)) + '*' if abs(k) > 1 else ''}e{a}"
                             for a, k in enumerate(fs.shift) if k)
-            name = f"{name}(x{steps})"
+            name = f"{name}(x{steps}, e{mu})" if mu else f"{name}(x{steps})"
         names[sym] = sp.Symbol(name)
     return str(expr.xreplace(names)).replace("**", "^")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 
 SUPPORT_MODULE = "theoryc.compiler.support"
-SUPPORT_NAMES = frozenset({"Tabulated", "conj", "coordinate", "fill", "imag", "per_config", "real"})
+SUPPORT_NAMES = frozenset({"Tabulated", "conj", "coordinate", "fill", "imag", "per_config", "real", "wrap"})
 TORCH_FUNCTIONS = frozenset({"exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh",
                              "sign", "roll", "stack", "zeros_like", "as_tensor", "where"})
 METHODS = frozenset({"sum", "unsqueeze"})

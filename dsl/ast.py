@@ -71,7 +71,17 @@ class RangeSum:
     span: Span
 
 
-Expr = Union[Num, Imag, Name, Call, Unary, Binary, Average, RangeSum]
+@dataclass(frozen=True)
+class PairSum:
+    """`sum(mu < nu)[ body ]` (or mean): over the pairs of distinct positive directions."""
+    func: Name
+    first: Name
+    second: Name
+    body: "Expr"
+    span: Span
+
+
+Expr = Union[Num, Imag, Name, Call, Unary, Binary, Average, RangeSum, PairSum]
 
 
 # ---- statements ----------------------------------------------------------------------------
@@ -91,6 +101,29 @@ class Lattice:
 class Field:
     names: tuple[Name, ...]
     type: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class Link:
+    """`link A : angle`: a U(1) gauge field, one angle on every link (x, x + mu)."""
+    names: tuple[Name, ...]
+    type: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class Gauge:
+    name: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class Let:
+    """`let P(x, mu, nu) = expr`: a local definition, expanded where it is used."""
+    name: Name
+    args: tuple[Name, ...]
+    expr: "Expr"
     span: Span
 
 
@@ -159,7 +192,8 @@ class Schedule:
     span: Span
 
 
-Statement = Union[TheoryName, Lattice, Field, Param, Symmetry, Action, Observable, Estimate, Schedule]
+Statement = Union[TheoryName, Lattice, Field, Link, Gauge, Let, Param, Symmetry, Action, Observable,
+                  Estimate, Schedule]
 
 
 @dataclass(frozen=True)

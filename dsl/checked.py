@@ -64,6 +64,25 @@ class FieldAt:
 
 
 @dataclass(frozen=True)
+class LinkAt:
+    """A link field on the link (x + shifts, x + shifts + direction): `A(x + nu, mu)`."""
+    field: int
+    site: str
+    shifts: tuple[Shift, ...]
+    index: str | None = None           # a bound direction (mu), or
+    axis: int | None = None            # a fixed one (e0)
+
+
+@dataclass(frozen=True)
+class PairReduce:
+    """sum(mu < nu)[body] (or mean) over the pairs of distinct positive directions; unrolled."""
+    first: str
+    second: str
+    body: "Node"
+    mean: bool
+
+
+@dataclass(frozen=True)
 class SiteReduce:
     """sum(x)[body] or mean(x)[body] over all sites."""
     index: str
@@ -118,7 +137,7 @@ class Var:
 
 
 Node = Union[Const, ParamRef, FieldAt, SiteReduce, DirectionReduce, Apply, BinOp, Neg,
-             ObservableRef, AverageOf, Var, IndexVar, RangeReduce, Coordinate]
+             ObservableRef, AverageOf, Var, IndexVar, RangeReduce, Coordinate, LinkAt, PairReduce]
 
 
 @dataclass(frozen=True)
@@ -136,7 +155,7 @@ class IndexRange:
 @dataclass(frozen=True)
 class FieldDecl:
     name: str
-    kind: str                  # 'real' or 'spin'
+    kind: str                  # 'real', 'spin', 'angle', or 'link' (an angle on each link)
     span: Span
 
 
@@ -173,6 +192,20 @@ class CheckedTheory:
     source: str = field(default="", compare=False)
     spans: dict = field(default_factory=dict, compare=False)   # 'observable M' -> Span of its expression
     indices: dict = field(default_factory=dict)     # 'observable C' / 'estimate m' -> IndexRange
+    gauge: tuple[str, ...] = ()                      # link fields declared gauge invariant
+    gauge_span: dict = field(default_factory=dict, compare=False)   # link name -> Span of 'gauge'
+
+    @property
+    def channels(self) -> tuple[tuple[int, int | None], ...]:
+        """The components of a configuration: (field, None) for a site field, (field, mu) for
+        each of the dim directions of a link field, in declaration order."""
+        out = []
+        for i, f in enumerate(self.fields):
+            out += [(i, mu) for mu in range(self.dim)] if f.kind == "link" else [(i, None)]
+        return tuple(out)
+
+    def channel(self, field: int, axis: int | None = None) -> int:
+        return self.channels.index((field, axis))
     filename: str = field(default="<theory>", compare=False)
 
     @property

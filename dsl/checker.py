@@ -15,10 +15,10 @@ from .errors import Span, TheoryError, did_you_mean
 from .printer import show
 
 FUNCTIONS = ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "abs", "re", "im",
-             "conj")
+             "conj", "wrap")
 REDUCTIONS = ("sum", "mean")
 CONSTANTS = ("pi", "volume", "dim")
-FIELD_KINDS = ("real", "spin")
+FIELD_KINDS = ("real", "spin", "angle")
 UNIT_VECTOR = re.compile(r"e(\d+)$")
 WHERE = {"schedule": "a schedule", "symmetry": "a symmetry", "estimate": "an estimate",
          "average": "an average <...>"}
@@ -33,6 +33,8 @@ MAX_DIM = 8                     # lattice dimensions (a batch of configurations 
 MAX_VOLUME = 2**31              # sites of the lattice
 MAX_EXPONENT = 1000             # magnitude of a constant exponent
 MAX_RANGE = 4096                # integers of sum(r in A..B) and components of a vector observable
+MAX_EXPANSION = 200_000         # syntax-tree nodes that let definitions may expand to, in all
+MAX_DEPTH = 100                 # nesting of an expression after definitions are expanded (as parsed)
 
 
 def fail(span, message, hint=""):
@@ -121,6 +123,8 @@ def apply_number(func: str, v):
         return v.imag if not real else 0.0
     if func == "conj":
         return v.conjugate()
+    if func == "wrap":
+        return (v + math.pi) % (2 * math.pi) - math.pi
     if real and func in ("log", "sqrt") and v < 0:
         v = complex(v)
         real = False
@@ -175,6 +179,9 @@ class Checker:
         self.constants: dict = {}          # id(node) -> (node, value or None): check_constants
         self.local_param_values: dict = {}  # qualified schedule-local name -> value
         self.indices: dict = {}             # 'observable C' / 'estimate m' -> IndexRange
+        self.gauge: dict = {}               # gauge link field -> Span of its 'gauge' statement
+        self.lets: dict = {}                # definition name -> ast.Let
+        self.expanded = 0                   # syntax-tree nodes expanded from definitions so far
 
     # -- driver --
     def run(self) -> C.CheckedTheory:
@@ -207,6 +214,13 @@ class Checker:
             elif isinstance(st, ast.Field):
                 seen_field = seen_field or st.span
                 self.declare_fields(st)
+            elif isinstance(st, ast.Link):
+                seen_field = seen_field or st.span
+                self.declare_links(st)
+            elif isinstance(st, ast.Gauge):
+                self.declare_gauge(st)
+            elif isinstance(st, ast.Let):
+                self.declare_let(st)
             elif isinstance(st, ast.Symmetry):
                 symmetries.append(st)
             elif isinstance(st, ast.Action):
@@ -237,7 +251,7 @@ class Checker:
             source=self.source,
             spans={**{f"observable {o.name.id}": o.expr.span for o in observables},
                    **{f"estimate {e.name.id}": e.expr.span for e in estimates}},
-            indices=dict(self.indices))
+            indices=dict(self.indices), gauge=tuple(self.gauge), gauge_span=dict(self.gauge))
 
     # -- declarations --
     def declare(self, name: ast.Name, what: str):
@@ -256,6 +270,62 @@ class Checker:
         for n in st.names:
             self.declare(n, "field")
             self.fields.append(C.FieldDecl(n.id, st.type.id, n.span))
+
+    def declare_links(self, st: ast.Link):
+        if st.type.id != "angle":
+            fail(st.type.span, f"a link field is an angle, not '{st.type.id}'", "write 'link A : angle'.")
+        if not self.lattice:
+            fail(st.span, "a link field needs a lattice", "declare 'lattice L x L' before the link field.")
+        for n in st.names:
+            self.declare(n, "link")
+            self.fields.append(C.FieldDecl(n.id, "link", n.span))
+
+    def declare_gauge(self, st: ast.Gauge):
+        if self.names.get(st.name.id, (None,))[0] != "link":
+            links = [f.name for f in self.fields if f.kind == "link"]
+            fail(st.name.span, f"'{st.name.id}' is not a link field", did_you_mean(st.name.id, links) or
+                 "declare 'link A : angle' first; gauge invariance is a property of link fields.")
+        if st.name.id in self.gauge:
+            fail(st.span, f"'gauge {st.name.id}' is declared twice")
+        self.gauge[st.name.id] = st.span
+
+    def declare_let(self, st: ast.Let):
+        """A definition may use its arguments, params, fields and earlier definitions; nothing of
+        the place where it is used (no name is captured from there)."""
+        self.declare(st.name, "definition")
+        args = set()
+        for a in st.args:
+            if a.id in args or a.id in self.names or a.id in RESERVED or UNIT_VECTOR.match(a.id):
+                fail(a.span, f"'{a.id}' cannot be an argument of '{st.name.id}'",
+                     "use fresh names such as x, mu and nu, each once.")
+            args.add(a.id)
+        for node in ast_walk(st.expr):
+            if isinstance(node, ast.Name) and node.id not in args and node.id not in self.names \
+                    and node.id not in RESERVED and not UNIT_VECTOR.match(node.id) \
+                    and node.id not in bound_names(st.expr):
+                fail(node.span, f"'{node.id}' is neither an argument of '{st.name.id}' nor declared before it",
+                     f"add it to the arguments: let {st.name.id}({', '.join([*[a.id for a in st.args], node.id])}) = ...")
+        self.lets[st.name.id] = st
+
+    def expand(self, name: ast.Name, args: tuple, span: Span, scope: Scope) -> C.Node:
+        """A use of a definition: its body with the arguments put in, checked where it stands."""
+        let = self.lets[name.id]
+        if len(args) != len(let.args):
+            fail(span, f"'{name.id}' takes {len(let.args)} argument{'s' * (len(let.args) != 1)}, not {len(args)}",
+                 f"it is defined at line {let.span.line} as {name.id}({', '.join(a.id for a in let.args)}).")
+        binders = bound_names(let.expr)
+        for arg in args:
+            for node in ast_walk(arg):
+                if isinstance(node, ast.Name) and node.id in binders:
+                    fail(node.span, f"'{node.id}' would be captured by an index of the same name inside '{name.id}'",
+                         f"rename the index here or in the definition at line {let.span.line}.")
+        body = substitute(let.expr, {a.id: arg for a, arg in zip(let.args, args)})
+        size, depth = ast_size_depth(body)
+        self.expanded += size
+        if depth > MAX_DEPTH or self.expanded > MAX_EXPANSION:
+            fail(span, f"'{name.id}' expands to an expression too large to compile",
+                 f"definitions expand to at most {MAX_DEPTH} levels and {MAX_EXPANSION} nodes in all.")
+        return self.expr(body, scope)
 
     def param_value(self, name: ast.Name, expr: ast.Expr, qualified: str | None = None,
                     local_values: dict | None = None):
@@ -402,6 +472,9 @@ class Checker:
         maps, seen = [], set()
         for m in st.maps:
             idx = self.field_index(m.field)
+            if self.fields[idx].kind == "link":
+                fail(m.field.span, f"a symmetry of the link field '{m.field.id}' is not supported",
+                     f"symmetries map site fields; 'gauge {m.field.id}' states the invariance of a link field.")
             if idx in seen:
                 fail(m.field.span, f"field '{m.field.id}' is mapped twice in one symmetry")
             seen.add(idx)
@@ -462,7 +535,25 @@ class Checker:
             return self.call(e, scope)
         if isinstance(e, ast.RangeSum):
             return self.range_sum(e, scope)
+        if isinstance(e, ast.PairSum):
+            return self.pair_sum(e, scope)
         raise AssertionError(e)
+
+    def pair_sum(self, e: ast.PairSum, scope: Scope) -> C.Node:
+        f = e.func.id
+        if f not in REDUCTIONS:
+            fail(e.func.span, f"'{f}' cannot take a body [...]", "only sum(...)[...] and mean(...)[...] reduce.")
+        if scope.where in ("schedule", "symmetry", "estimate", "average"):
+            fail(e.span, f"{f}(mu < nu)[...] is not allowed in {WHERE[scope.where]}", HINT[scope.where])
+        if len(self.lattice) < 2:
+            fail(e.span, f"{f}({e.first.id} < {e.second.id})[...] needs two directions, and the lattice has "
+                 f"{len(self.lattice)}", "pairs of directions exist from 2 dimensions on.")
+        self.fresh_index(e.first, scope)
+        self.fresh_index(e.second, scope)
+        if e.first.id == e.second.id:
+            fail(e.second.span, "the two directions of a pair need different names", "write sum(mu < nu)[ ... ].")
+        inner = scope.bind(e.first.id, "direction").bind(e.second.id, "direction")
+        return C.PairReduce(e.first.id, e.second.id, self.expr(e.body, inner), f == "mean")
 
     def range_sum(self, e: ast.RangeSum, scope: Scope) -> C.Node:
         f = e.func.id
@@ -540,6 +631,10 @@ class Checker:
         what = self.names.get(n, (None,))[0]
         if what == "field":
             return self.bare_field(e, scope)
+        if what == "definition":
+            return self.expand(e, (), e.span, scope)
+        if what == "link":
+            fail(e.span, f"the link field '{n}' needs a site and a direction", f"write {n}(x, mu) or {n}(x, e0).")
         if what == "observable":
             return self.observable_ref(e, scope)
         if what == "estimate":
@@ -593,6 +688,7 @@ class Checker:
              "observables are measured on configurations; the action and schedules cannot use them.")
 
     def field_index(self, name: ast.Name) -> int:
+        """The number of a declared field (site or link) in declaration order."""
         for i, f in enumerate(self.fields):
             if f.name == name.id:
                 return i
@@ -617,6 +713,10 @@ class Checker:
             if len(e.args) != 1:
                 fail(e.span, f"{f}() takes exactly one argument, not {len(e.args)}",
                      f"write e.g. {f}(phi(x)); for a power use ^, as in x^2.")
+            if f == "wrap" and scope.where in ("action", "symmetry", "schedule"):
+                fail(e.span, f"wrap(...) jumps at pi, so it is not allowed in {WHERE.get(scope.where, 'the action')}",
+                     "use it in observables and estimates; an action of angles is smooth and 2 pi-periodic, "
+                     "e.g. cos(theta(x)).")
             node = C.Apply(f, self.expr(e.args[0], scope))
             self.check_finite(node, e.span)
             return node
@@ -627,6 +727,10 @@ class Checker:
             return self.field_at(e, scope)
         if f == "pos":
             return self.coordinate(e, scope)
+        if self.names.get(f, (None,))[0] == "definition":
+            return self.expand(e.func, e.args, e.span, scope)
+        if self.names.get(f, (None,))[0] == "link":
+            return self.link_at(e, scope)
         if self.names.get(f, (None,))[0] == "observable":
             return self.component(e, scope)
         if f in self.params or f in CONSTANTS:
@@ -634,6 +738,24 @@ class Checker:
         fail(e.func.span, f"unknown function '{f}'",
              did_you_mean(f, list(FUNCTIONS) + [x.name for x in self.fields]) or
              f"the functions are {', '.join(FUNCTIONS)}.")
+
+    def link_at(self, e: ast.Call, scope: Scope) -> C.Node:
+        """A(x + nu, mu): the link from x + nu in the positive direction mu."""
+        name = e.func.id
+        if scope.where in ("schedule", "symmetry", "estimate", "average"):
+            fail(e.span, f"a link field cannot appear in {WHERE[scope.where]}", HINT[scope.where])
+        if len(e.args) != 2:
+            fail(e.span, f"the link field '{name}' takes a site and a direction",
+                 f"write {name}(x, mu), {name}(x + nu, mu) or {name}(x, e0).")
+        site, shifts = self.site(e.args[0], scope, name)
+        d = e.args[1]
+        if isinstance(d, ast.Name) and UNIT_VECTOR.match(d.id):
+            unit = self.shift(1, d, scope)
+            return C.LinkAt(self.field_index(e.func), site, shifts, axis=unit.axis)
+        if isinstance(d, ast.Name) and scope.bound.get(d.id) == "direction":
+            return C.LinkAt(self.field_index(e.func), site, shifts, index=d.id)
+        fail(d.span, f"the second argument of '{name}' is a positive direction",
+             f"write {name}(x, mu) with mu bound by sum(mu)[...], or {name}(x, e0).")
 
     def coordinate(self, e: ast.Call, scope: Scope) -> C.Node:
         if scope.where != "observable":
@@ -695,8 +817,8 @@ class Checker:
             fail(e.span, f"a 0-dimensional theory has no sites or directions to {f} over",
                  "use the fields bare, e.g. 'x^2'.")
         body = self.expr(e.body, scope.bind(idx.id, kind))
-        if not any(index_uses(idx.id, e.body, self.names)) and \
-                any(isinstance(n, C.FieldAt) for n in walk(body)):
+        if not any(index_uses(idx.id, e.body, self.names, self.lets)) and \
+                any(isinstance(n, (C.FieldAt, C.LinkAt)) for n in walk(body)):
             # Neither a site nor a direction: counting it as a site sum would silently re-sum the
             # fields of an enclosing site over the lattice.
             fail(idx.span, f"the index '{idx.id}' of {f}({idx.id})[...] is never used in its body",
@@ -708,7 +830,7 @@ class Checker:
 
     def index_kind(self, idx: ast.Name, body: ast.Expr) -> str:
         uses: dict[str, Span] = {}
-        for kind, span in index_uses(idx.id, body, self.names):
+        for kind, span in index_uses(idx.id, body, self.names, self.lets):
             uses.setdefault(kind, span)
         if "site" in uses and "direction" in uses:
             fail(uses["direction"], f"'{idx.id}' is used both as a site and as a direction",
@@ -800,14 +922,25 @@ def additive_terms(e: ast.Expr) -> list[tuple[int, ast.Expr]]:
     return [(1, e)]
 
 
-def index_uses(name: str, e: ast.Expr, names: dict):
-    """Yield ('site'|'direction', span) for each use of index `name` in a field's site."""
+def index_uses(name: str, e: ast.Expr, names: dict, lets: dict | None = None):
+    """Yield ('site'|'direction', span) for each use of index `name` in a field's site (or a
+    link's direction, or the site of pos), looking through definitions."""
+    lets = lets or {}
     if isinstance(e, ast.Call):
+        what = names.get(e.func.id, (None,))[0]
         if e.body is not None:
             if not (e.args and isinstance(e.args[0], ast.Name) and e.args[0].id == name):
-                yield from index_uses(name, e.body, names)
+                yield from index_uses(name, e.body, names, lets)
             return
-        if names.get(e.func.id, (None,))[0] == "field" and len(e.args) == 1:
+        if what == "definition" and e.func.id in lets and len(e.args) == len(lets[e.func.id].args):
+            let = lets[e.func.id]
+            yield from index_uses(name, substitute(let.expr, {a.id: v for a, v in zip(let.args, e.args)}),
+                                  names, lets)
+            return
+        if what == "link" and len(e.args) == 2:
+            if isinstance(e.args[1], ast.Name) and e.args[1].id == name:
+                yield "direction", e.args[1].span
+        if (what in ("field", "link") or e.func.id == "pos") and e.args:
             terms = additive_terms(e.args[0])
             for pos, (_, t) in enumerate(terms):
                 base = t
@@ -817,14 +950,18 @@ def index_uses(name: str, e: ast.Expr, names: dict):
                     yield ("site" if pos == 0 else "direction"), base.span
             return
         for a in e.args:
-            yield from index_uses(name, a, names)
+            yield from index_uses(name, a, names, lets)
+    elif isinstance(e, ast.Name) and names.get(e.id, (None,))[0] == "definition" and e.id in lets:
+        yield from index_uses(name, lets[e.id].expr, names, lets)
     elif isinstance(e, ast.Binary):
-        yield from index_uses(name, e.left, names)
-        yield from index_uses(name, e.right, names)
+        yield from index_uses(name, e.left, names, lets)
+        yield from index_uses(name, e.right, names, lets)
     elif isinstance(e, (ast.Unary, ast.Average)):
-        yield from index_uses(name, e.operand if isinstance(e, ast.Unary) else e.expr, names)
+        yield from index_uses(name, e.operand if isinstance(e, ast.Unary) else e.expr, names, lets)
     elif isinstance(e, ast.RangeSum) and e.index.id != name:
-        yield from index_uses(name, e.body, names)
+        yield from index_uses(name, e.body, names, lets)
+    elif isinstance(e, ast.PairSum) and name not in (e.first.id, e.second.id):
+        yield from index_uses(name, e.body, names, lets)
 
 
 def is_direction(e: ast.Expr, scope: Scope) -> bool:
@@ -878,6 +1015,68 @@ def ast_walk(e):
             stack.append(node.expr)
         elif isinstance(node, ast.RangeSum):
             stack.extend((node.lo, node.hi, node.body))
+        elif isinstance(node, ast.PairSum):
+            stack.append(node.body)
+
+
+def bound_names(e) -> set[str]:
+    """The index names that reductions inside e bind."""
+    out = set()
+    for node in ast_walk(e):
+        if isinstance(node, ast.Call) and node.body is not None and node.args and isinstance(node.args[0], ast.Name):
+            out.add(node.args[0].id)
+        elif isinstance(node, ast.RangeSum):
+            out.add(node.index.id)
+        elif isinstance(node, ast.PairSum):
+            out |= {node.first.id, node.second.id}
+    return out
+
+
+def substitute(e, mapping: dict):
+    """The expression with names replaced by expressions (the arguments of a definition). Names
+    bound inside (sum(x)[...]) are left alone; the caller has refused capture."""
+    if isinstance(e, ast.Name):
+        return mapping.get(e.id, e)
+    if isinstance(e, ast.Call):
+        inner = mapping
+        if e.body is not None and e.args and isinstance(e.args[0], ast.Name):
+            inner = {k: v for k, v in mapping.items() if k != e.args[0].id}
+        args = tuple(substitute(a, mapping) for a in e.args) if e.body is None else e.args
+        body = substitute(e.body, inner) if e.body is not None else None
+        return replace(e, args=args, body=body)
+    if isinstance(e, ast.Binary):
+        return replace(e, left=substitute(e.left, mapping), right=substitute(e.right, mapping))
+    if isinstance(e, ast.Unary):
+        return replace(e, operand=substitute(e.operand, mapping))
+    if isinstance(e, ast.Average):
+        return replace(e, expr=substitute(e.expr, mapping))
+    if isinstance(e, ast.RangeSum):
+        inner = {k: v for k, v in mapping.items() if k != e.index.id}
+        return replace(e, lo=substitute(e.lo, mapping), hi=substitute(e.hi, mapping), body=substitute(e.body, inner))
+    if isinstance(e, ast.PairSum):
+        inner = {k: v for k, v in mapping.items() if k not in (e.first.id, e.second.id)}
+        return replace(e, body=substitute(e.body, inner))
+    return e
+
+
+def ast_size_depth(e) -> tuple[int, int]:
+    size, depth, stack = 0, 0, [(e, 1)]
+    while stack:
+        node, d = stack.pop()
+        size, depth = size + 1, max(depth, d)
+        children = []
+        if isinstance(node, ast.Call):
+            children = list(node.args) + ([node.body] if node.body is not None else [])
+        elif isinstance(node, ast.Binary):
+            children = [node.left, node.right]
+        elif isinstance(node, ast.Unary):
+            children = [node.operand]
+        elif isinstance(node, ast.Average):
+            children = [node.expr]
+        elif isinstance(node, (ast.RangeSum, ast.PairSum)):
+            children = [node.body]
+        stack.extend((c, d + 1) for c in children)
+    return size, depth
 
 
 def contains_average(n: C.Node) -> bool:
@@ -895,7 +1094,7 @@ def walk(n: C.Node):
 
 
 def children(n: C.Node):
-    if isinstance(n, (C.SiteReduce, C.DirectionReduce, C.RangeReduce)):
+    if isinstance(n, (C.SiteReduce, C.DirectionReduce, C.RangeReduce, C.PairReduce)):
         return (n.body,)
     if isinstance(n, C.ObservableRef) and n.index is not None:
         return (n.index,)

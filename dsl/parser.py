@@ -61,7 +61,7 @@ class BracketNewlines:
             raise never_closed(stack[-1])
 
 
-STATEMENT_WORDS = {"theory", "lattice", "field", "param", "symmetry", "action", "observable",
+STATEMENT_WORDS = {"theory", "lattice", "field", "link", "gauge", "let", "param", "symmetry", "action", "observable",
                    "estimate", "schedule"}
 
 
@@ -105,6 +105,24 @@ class ToAst(Transformer):
     def field_stmt(self, meta, items):
         names = tuple(self._name(t) for t in items[:-1])
         return ast.Field(names, self._name(items[-1]), span_of(meta))
+
+    def link_stmt(self, meta, items):
+        names = tuple(self._name(t) for t in items[:-1])
+        return ast.Link(names, self._name(items[-1]), span_of(meta))
+
+    def gauge_stmt(self, meta, items):
+        return ast.Gauge(self._name(items[0]), span_of(meta))
+
+    def let_stmt(self, meta, items):
+        args = items[1] if len(items) == 3 else ()
+        return ast.Let(self._name(items[0]), args, items[-1], span_of(meta))
+
+    def let_args(self, meta, items):
+        return tuple(self._name(t) for t in items)
+
+    def pair_call(self, meta, items):
+        func, first, second, body = items
+        return ast.PairSum(self._name(func), self._name(first), self._name(second), body[1], span_of(meta))
 
     def param_stmt(self, meta, items):
         return ast.Param(self._name(items[0]), items[1], span_of(meta))
@@ -386,12 +404,12 @@ def unclosed_brace(text: str) -> TheoryError | None:
 
 
 def expected_hint(expected: list[str], tok) -> str:
-    statements = {"'theory'", "'lattice'", "'field'", "'param'", "'symmetry'", "'action'",
+    statements = {"'theory'", "'lattice'", "'field'", "'link'", "'gauge'", "'let'", "'param'", "'symmetry'", "'action'",
                   "'observable'", "'estimate'", "'schedule'"}
     words = [w if w.startswith("'") or " " in w else f"'{w}'" for w in expected]
     if statements & set(words) or any(w in statements for w in words):
-        return ("a statement starts with one of: theory, lattice, field, param, symmetry, "
-                "action, observable, estimate, schedule.")
+        return ("a statement starts with one of: theory, lattice, field, link, gauge, let, param, "
+                "symmetry, action, observable, estimate, schedule.")
     if len(words) > 6:
         return "the expression or statement is incomplete or has an extra token here."
     return "expected " + " or ".join(dict.fromkeys(words)) + "."

@@ -33,6 +33,8 @@ def printed(e: ast.Expr) -> tuple[str, int]:
         return (text + f"[ {show(e.body)} ]" if e.body is not None else text), ATOM
     if isinstance(e, ast.RangeSum):
         return f"{e.func.id}({e.index.id} in {show(e.lo)}..{show(e.hi)})[ {show(e.body)} ]", ATOM
+    if isinstance(e, ast.PairSum):
+        return f"{e.func.id}({e.first.id} < {e.second.id})[ {show(e.body)} ]", ATOM
     if isinstance(e, ast.Unary):
         return "-" + operand(e.operand, UNARY), UNARY
     if isinstance(e, ast.Binary):

@@ -115,7 +115,11 @@ class CompiledTheory:
         m = self.module = module
         self.source, self.path = source, path
         self.name, self.lattice = m.NAME, tuple(m.LATTICE)
-        self.field_names, self.field_kinds = tuple(m.FIELDS), tuple(m.FIELD_KINDS)
+        # What the runtime sees as fields are the components of a configuration: a link field A
+        # of a d-dimensional lattice is d of them ('A:0', ...), each an angle.
+        self.fields = tuple(zip(m.FIELDS, m.FIELD_KINDS))
+        self.field_names, self.field_kinds = tuple(m.CHANNELS), tuple(m.CHANNEL_KINDS)
+        self.gauge = tuple(getattr(m, "GAUGE", ()))
         self.is_complex, self.params = m.IS_COMPLEX, dict(m.PARAMS)
         self.observable_names = tuple(m.OBSERVABLES)
         self.action, self.force, self.drift = m.action, m.force, m.drift
