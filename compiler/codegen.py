@@ -20,7 +20,7 @@ from .lower import DERIVED, Lowered, to_sympy
 
 AXIS_LETTERS = "xyzw"
 MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "coordinate", "OBSERVABLE_INDICES",
-                "ESTIMATE_VECTORS", "wrap", "CHANNELS", "CHANNEL_KINDS", "GAUGE", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
+                "ESTIMATE_VECTORS", "wrap", "CHANNELS", "CHANNEL_KINDS", "GAUGE", "QUADRATIC_STENCIL", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
                 "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
                 "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
                 "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t"}
@@ -249,7 +249,7 @@ class ModuleWriter:
 
     # -- the module --
     def module(self) -> str:
-        parts = [self.header(), self.action(), self.force(), self.drift(), self.flips(),
+        parts = [self.header(), self.action(), self.force(), self.drift(), self.flips(), self.quadratic(),
                  self.observables(), self.estimates(), self.symmetries(), self.schedules()]
         return "\n\n".join(p for p in parts if p).rstrip() + "\n"
 
@@ -337,6 +337,18 @@ class ModuleWriter:
         doc = "S(s with the spin at (field, site) flipped alone) - S(s), shape of cfg."
         return "\n\n".join([self.function("flip_delta(cfg)", doc, body),
                              f"FLIP_OFFSETS = {flips.offsets!r}"])
+
+    def quadratic(self) -> str:
+        """The stencil of the action's quadratic part per field, for Fourier acceleration."""
+        q = self.ir.quadratic
+        if q is None:
+            return ""
+        fields = []
+        for stencil in q.stencils:
+            terms = ", ".join(f"({d!r}, {self.code(self.fold(c))})" for d, c in stencil)
+            fields.append(f"({terms},)" if stencil else "()")
+        return ("# S_2 = 1/2 sum_xy phi(x) H(y - x) phi(y): (offset, H) per field\n"
+                f"QUADRATIC_STENCIL = ({', '.join(fields)},)")
 
     def drift(self) -> str:
         doc = ("-dS/dz: holomorphic for a complex action, to evaluate on complexified fields."

@@ -7,7 +7,7 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
-from .derive import Flips, Force, derive_flips, derive_force
+from .derive import Flips, Force, QuadraticPart, derive_flips, derive_force, derive_quadratic
 from .lower import Lowered, Lowerer, Symbols, holomorphy_check, to_sympy
 from .schedule import Kernels, derive_schedule
 from .invariance import prove_gauge, prove_periodic
@@ -29,6 +29,7 @@ class TheoryIR:
     flips: Flips | None = None                         # spin theories with a local action
     components: dict = field(default_factory=dict)     # component symbol -> (vector observable, position)
     estimate_vectors: dict = field(default_factory=dict)   # vector estimate -> its component labels
+    quadratic: QuadraticPart | None = None             # real site fields with a local action
 
     def describe(self) -> str:
         """The derived expressions, for `theoryc compile --emit sympy`."""
@@ -123,8 +124,11 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     flips = derive_flips(symbols, action, n_channels) if all_spins and not is_complex else None
     if any(k == "angle" for k in kinds):
         prove_invariances(theory, lowerer, symbols, action, values)
+    quadratic = None
+    if theory.lattice and not is_complex and all(k == "real" for k in kinds):
+        quadratic = derive_quadratic(symbols, action, n_channels)
     return TheoryIR(theory, symbols, is_complex, action, force, observables, averages, estimates,
-                    symmetries, schedules, flips, components, vectors)
+                    symmetries, schedules, flips, components, vectors, quadratic)
 
 
 def channel_labels(theory: C.CheckedTheory) -> tuple[str, ...]:

@@ -130,6 +130,8 @@ class CompiledTheory:
         # spin theories with a local action: single-flip changes of S for local Metropolis
         self.flip_delta = getattr(m, "flip_delta", None)
         self.flip_offsets = tuple(getattr(m, "FLIP_OFFSETS", ()))
+        # real site fields with a local action: the stencil of its quadratic part per field
+        self.quadratic_stencil = getattr(m, "QUADRATIC_STENCIL", None)
 
     def torch_compiled(self, **options) -> "CompiledTheory":
         """The same theory with action, force and observables wrapped by `torch.compile`

@@ -36,6 +36,9 @@ def drift(cfg):
     '-dS/dphi, the Langevin drift.'
     return -force(cfg)
 
+# S_2 = 1/2 sum_xy phi(x) H(y - x) phi(y): (offset, H) per field
+QUADRATIC_STENCIL = ((((-1, 0), -2*kappa), ((0, -1), -2*kappa), ((0, 0), 2 - 4*lambda_), ((0, 1), -2*kappa), ((1, 0), -2*kappa),),)
+
 def observables(cfg):
     'Every observable, name -> shape (batch,) or, for a vector observable, (batch, components).'
     phi = cfg[:, 0]

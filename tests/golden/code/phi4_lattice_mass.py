@@ -34,6 +34,9 @@ def drift(cfg):
     '-dS/dphi, the Langevin drift.'
     return -force(cfg)
 
+# S_2 = 1/2 sum_xy phi(x) H(y - x) phi(y): (offset, H) per field
+QUADRATIC_STENCIL = ((((-1, 0), -2), ((0, -1), -2), ((0, 0), 2*m2 + 8), ((0, 1), -2), ((1, 0), -2),),)
+
 def observables(cfg):
     'Every observable, name -> shape (batch,) or, for a vector observable, (batch, components).'
     phi = cfg[:, 0]
