@@ -2,8 +2,8 @@
 
 The kernel sees the theory only through `action` and `force` (runtime/theory.py). Momenta have unit
 mass; the Hamiltonian, its violation dH and the Metropolis test are computed in float64 whatever the
-field dtype (the sums are accumulated in float64; the fields stay in their own dtype), so a float32
-run still accepts/rejects correctly up to the action's own rounding. Each chain is accepted or
+field dtype (action and kinetic energy are summed in the fields' dtype, then differenced in
+float64), so a float32 run still accepts/rejects correctly up to the action's own rounding. Each chain is accepted or
 rejected on its own; the action and force at the current point are cached between trajectories, so
 a trajectory of n steps costs n forces and one action. The driver applies the theory's symmetries
 as global moves after every kept configuration (chains/moves.py): a bimodal target (double
@@ -54,17 +54,23 @@ def check_theory(theory) -> None:
 
 
 def kinetic_energy(p: Tensor) -> Tensor:
-    """sum p^2 / 2 per chain, accumulated in float64."""
-    return 0.5 * p.square().flatten(1).sum(1, dtype=torch.float64)
+    """sum p^2 / 2 per chain, as float64. The sum is taken in the fields' dtype, like the action
+    (a float32 run's energies carry float32 rounding either way; a float64 copy of the momenta
+    would cost two elementwise passes per trajectory for nothing)."""
+    return 0.5 * p.square().flatten(1).sum(1).to(torch.float64)
 
 
 def leapfrog(theory, phi, p, force, eps: float, n_steps: int):
-    """Velocity Verlet; `force` is dS/dphi at `phi`. Returns (phi, p, force) at the end."""
-    p = p - 0.5 * eps * force
+    """Velocity Verlet; `force` is dS/dphi at `phi`. Returns (phi, p, force) at the end; the
+    inputs are not modified (the updates after the first are in place on new tensors: one
+    elementwise pass per update instead of two)."""
+    p = torch.add(p, force, alpha=-0.5 * eps)
+    phi = torch.add(phi, p, alpha=eps)
     for i in range(n_steps):
-        phi = phi + eps * p
+        if i:
+            phi.add_(p, alpha=eps)
         force = theory.force(phi)
-        p = p - (eps if i < n_steps - 1 else 0.5 * eps) * force
+        p.sub_(force, alpha=eps if i < n_steps - 1 else 0.5 * eps)
     return phi, p, force
 
 
@@ -75,14 +81,15 @@ def omelyan(theory, phi, p, force, eps: float, n_steps: int):
     Consecutive momentum kicks of weight lambda are merged into one of 2 lambda.
     """
     lam = OMELYAN_LAMBDA
-    p = p - lam * eps * force
+    p = torch.add(p, force, alpha=-lam * eps)
+    phi = phi.clone()
     for i in range(n_steps):
-        phi = phi + 0.5 * eps * p
+        phi.add_(p, alpha=0.5 * eps)
         force = theory.force(phi)
-        p = p - (1 - 2 * lam) * eps * force
-        phi = phi + 0.5 * eps * p
+        p.sub_(force, alpha=(1 - 2 * lam) * eps)
+        phi.add_(p, alpha=0.5 * eps)
         force = theory.force(phi)
-        p = p - (2 * lam * eps if i < n_steps - 1 else lam * eps) * force
+        p.sub_(force, alpha=2 * lam * eps if i < n_steps - 1 else lam * eps)
     return phi, p, force
 
 
@@ -139,16 +146,16 @@ class HMCKernel:
         return HMCState(phi, self.theory.action(phi).to(torch.float64), self.theory.force(phi))
 
     def move(self, state: HMCState, index: int, flip: Tensor) -> HMCState:
-        """Symmetry `index` on the chains in `flip`. The action is invariant; when the force
-        follows the map's linear part (moves.maps_gradient) it is mapped too, saving a force and
-        an action per move (a difference in the last bit, if any, is far below every error)."""
+        """Symmetry `index` on the chains in `flip`. The action is invariant; when the map is
+        linear and the force follows it (moves.maps_gradient: sign flips, permutations) the force
+        is mapped too, saving a force and an action per move (a difference in the last bit, if
+        any, is far below every error)."""
         sym = self.symmetries[index]
         if not self.cheap_moves[index]:
             return self.transform(state, where_flipped(flip, sym))
         mask = per_chain(flip, state.phi)
-        force = sym(state.force) - sym(torch.zeros_like(state.force[:1]))
         return HMCState(torch.where(mask, sym(state.phi), state.phi), state.action,
-                        torch.where(mask, force, state.force))
+                        torch.where(mask, sym(state.force), state.force))
 
     def record(self, state: HMCState, info: dict, params: dict) -> dict:
         return {k: info[k] for k in ("accept", "accepted", "dH", "step_size", "n_steps")}
