@@ -13,6 +13,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..dsl.errors import TheoryError
+from .budget import expand
 from .derive import field_symbols
 from .lower import DERIVED, Lowered, Symbols
 from .symmetry import numerically_zero, readable, short, translate_canonical
@@ -30,7 +31,7 @@ def prove_periodic(symbols: Symbols, low: Lowered, angles: set[int], span, what:
             if symbols.meaning[sym].field not in angles:
                 continue
             change = expr.xreplace({sym: sym + 2 * sp.pi}) - expr
-            if change == 0 or sp.expand(change) == 0 or numerically_zero(change, symbols, values):
+            if change == 0 or expand(change) == 0 or numerically_zero(change, symbols, values):
                 continue
             raise TheoryError(span, f"{what} is not 2 pi-periodic in the angle {readable(sym, symbols)}",
                               "an angle enters through periodic functions, e.g. cos(theta(x + mu) - theta(x)); "
@@ -49,7 +50,7 @@ def prove_gauge(symbols: Symbols, low: Lowered, base: int, span, what: str, name
                 subs[sym] = sym + symbols.at(GAUGE, step) - symbols.at(GAUGE, fs.shift)
         if not subs:
             continue
-        change = translate_canonical(symbols, sp.expand(expr.xreplace(subs) - expr))
+        change = translate_canonical(symbols, expand(expr.xreplace(subs) - expr))
         if change == 0 or numerically_zero(change, symbols, values):
             continue
         raise TheoryError(span, f"{what} is not invariant under gauge transformations of '{name}'",

@@ -7,6 +7,7 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
+from .budget import expand, stage
 from .derive import Flips, Force, QuadraticPart, derive_flips, derive_force, derive_quadratic
 from .lower import Lowered, Lowerer, Symbols, holomorphy_check, to_sympy
 from .schedule import Kernels, derive_schedule
@@ -69,6 +70,7 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     symbols = Symbols(channel_labels(theory), theory.dim, real_fields, theory.lattice)
     n_channels = len(theory.channels)
     lowerer = Lowerer(theory, symbols)
+    stage(theory.action_span, "the action")
     action = lowerer.lower(theory.action)
     check_defined(action, theory.action_span, "the action")
     is_complex = uses_imaginary(action, symbols, values)
@@ -81,6 +83,7 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     for name, node in theory.observables:
         rng = theory.indices.get(f"observable {name}")
         span = theory.spans.get(f"observable {name}")
+        stage(span, f"observable '{name}'")
         parts = []
         for v in ([None] if rng is None else rng.values):
             low = lowerer.lower(node, {} if rng is None else {rng.name: v})
@@ -109,6 +112,7 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
     for name, node in theory.estimates:
         rng = theory.indices.get(f"estimate {name}")
         span = theory.spans.get(f"estimate {name}")
+        stage(span, f"estimate '{name}'")
         for v in ([None] if rng is None else rng.values):
             label = name if rng is None else f"{name}({v})"
             expr = lowerer.lower(node, {} if rng is None else {rng.name: v}).expr
@@ -118,8 +122,15 @@ def lower_theory(theory: C.CheckedTheory) -> TheoryIR:
                 vectors.setdefault(name, []).append(label)
     averages = [(key, sym, lowerer.lower(node, env)) for key, (sym, node, env) in lowerer.averages.items()]
     kinds = channel_kinds(theory)
-    symmetries = [prove_symmetry(d, action, lowerer, symbols, kinds, values) for d in theory.symmetries]
-    schedules = [derive_schedule(d, lowerer, values) for d in theory.schedules]
+    symmetries = []
+    for d in theory.symmetries:
+        stage(d.span, f"the symmetry '{d.text}'")
+        symmetries.append(prove_symmetry(d, action, lowerer, symbols, kinds, values))
+    schedules = []
+    for d in theory.schedules:
+        stage(d.span, f"schedule '{d.name}'")
+        schedules.append(derive_schedule(d, lowerer, values))
+    stage(theory.action_span, "the action")
     all_spins = all(f.kind == "spin" for f in theory.fields)
     flips = derive_flips(symbols, action, n_channels) if all_spins and not is_complex else None
     if any(k == "angle" for k in kinds):
@@ -159,6 +170,7 @@ def prove_invariances(theory, lowerer, symbols, action, values):
     for name, node in theory.observables:
         rng = theory.indices.get(f"observable {name}")
         span = theory.spans.get(f"observable {name}")
+        stage(span, f"observable '{name}'")
         for v in ([None] if rng is None else rng.values):
             low = plain.lower(node, {} if rng is None else {rng.name: v})
             what = f"observable '{name}'"
@@ -189,4 +201,4 @@ def action_is_complex(theory: C.CheckedTheory) -> bool:
 def uses_imaginary(action: Lowered, symbols: Symbols, values: dict) -> bool:
     numbers = {sym: to_sympy(values[name]) for name, sym in symbols.params.items() if name in values}
     exprs = [action.expr] + [r.density for r in action.reductions]
-    return any(sp.expand(e.xreplace(numbers)).has(sp.I) for e in exprs)
+    return any(expand(e.xreplace(numbers)).has(sp.I) for e in exprs)

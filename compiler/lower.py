@@ -13,6 +13,7 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
+from .budget import MAX_UNROLLED_TERMS, current
 
 class Wrap(sp.Function):
     """wrap(a): the representative of an angle in [-pi, pi). Evaluated on numbers only (it is
@@ -173,11 +174,21 @@ class Lowerer:
         # Observables are lowered with structure kept (derived fields, factored site sums): they
         # are evaluated, never differentiated, unlike the action.
         self.structured = False
+        self.terms = 0                       # unrolled so far (budget.MAX_UNROLLED_TERMS)
 
     def lower(self, node: C.Node, env: dict | None = None) -> Lowered:
         self.reductions = []
         expr = self.node(node, dict(env or {}))
         return Lowered(expr, list(self.reductions))
+
+    def unrolled(self, count: int) -> None:
+        """Direction, pair and range sums are unrolled; their terms are counted against a budget
+        (nested sums multiply: sum(mu)[sum(nu)[...]] ten deep in 8 dimensions is 8^10 terms)."""
+        self.terms += count
+        if self.terms > MAX_UNROLLED_TERMS:
+            span, what = current()
+            raise TheoryError(span, f"{what} unrolls to more than {MAX_UNROLLED_TERMS} terms",
+                              "nest fewer sums over directions or ranges.")
 
     def node(self, n: C.Node, env: dict) -> sp.Expr:
         if isinstance(n, C.Const):
@@ -190,12 +201,14 @@ class Lowerer:
         if isinstance(n, C.LinkAt):
             return self.link_at(n, env)
         if isinstance(n, C.PairReduce):
+            self.unrolled(self.theory.dim * (self.theory.dim - 1) // 2)
             terms = [self.node(n.body, {**env, n.first: a, n.second: b})
                      for a in range(self.theory.dim) for b in range(a + 1, self.theory.dim)]
             return sp.Add(*terms) / len(terms) if n.mean else sp.Add(*terms)
         if isinstance(n, C.SiteReduce):
             return self.site_reduce(n, env)
         if isinstance(n, C.DirectionReduce):
+            self.unrolled(self.theory.dim)
             terms = [self.node(n.body, {**env, n.index: axis}) for axis in range(self.theory.dim)]
             total = sp.Add(*terms)
             return total / self.theory.dim if n.mean else total
@@ -217,6 +230,7 @@ class Lowerer:
         if isinstance(n, C.IndexVar):
             return sp.Integer(env[n.name])
         if isinstance(n, C.RangeReduce):
+            self.unrolled(n.hi - n.lo + 1)
             terms = [self.node(n.body, {**env, n.index: v}) for v in range(n.lo, n.hi + 1)]
             total = self.period_sum(terms) if self.structured else None
             if total is None:

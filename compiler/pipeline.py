@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..dsl.checker import check
 from ..dsl.errors import TheoryError
 from ..dsl.parser import displayable, parse, read_text
+from . import budget
 from .codegen import generate
 from .ir import TheoryIR, lower_theory
 
@@ -23,12 +24,24 @@ def compile_text(data: bytes | str, filename: str, overrides: dict[str, str] | N
     text = ""
     try:
         text = read_text(data)
-        syntax = parse(text)
-        checked = check(syntax, text, parse_overrides(overrides or {}))
-        ir = lower_theory(checked)
-        return Compiled(ir, generate(ir))
+        with budget.time_limit(budget.MAX_COMPILE_SECONDS, budget.CompileTimeout):
+            try:
+                budget.stage(None, "the theory")
+                syntax = parse(text)
+                checked = check(syntax, text, parse_overrides(overrides or {}))
+                ir = lower_theory(checked)
+                budget.stage(None, "the generated code")
+                return Compiled(ir, generate(ir))
+            except budget.CompileTimeout:
+                raise too_slow() from None
     except TheoryError as err:
         raise err.located(filename, text or displayable(data)) from None
+
+
+def too_slow() -> TheoryError:
+    span, what = budget.current()
+    return TheoryError(span, f"compiling {what} takes more than {budget.MAX_COMPILE_SECONDS} s",
+                       "simplify it: fewer nested sums or smaller powers of long sums.")
 
 
 def parse_overrides(overrides: dict[str, str]) -> dict:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import cmath
 import math
-import signal
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +16,7 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
+from .budget import expand, time_limit
 from .lower import Internal, Lowerer, to_sympy
 
 # Internal symbols: a parameter called t or s is a different symbol (lower.Internal).
@@ -53,7 +52,7 @@ def derive_schedule(decl: C.ScheduleDecl, lowerer: Lowerer, values: dict) -> Ker
                           f"linear in x: its part {short_text(drift.subs(x, 0))} does not multiply x",
                           "the perturbation kernel needs drift = -k(t) * x / 2 (or 0): "
                           "remove the term that does not multiply x.")
-    k = sp.expand(-2 * sp.diff(drift, x))
+    k = expand(-2 * sp.diff(drift, x))
     finite_on_unit_interval(k, decl, decl.drift_span, "drift")
     finite_on_unit_interval(g, decl, decl.diffusion_span, "diffusion")
     f, xi = kernel(k, g)
@@ -92,21 +91,21 @@ def kernel(k: sp.Expr, g: sp.Expr) -> tuple[sp.Expr | None, sp.Expr | None]:
     if K is None:
         return None, None
     f = sp.exp(-K / 2)
-    xi = integrate(sp.powsimp(sp.expand(g.subs(T, S) ** 2 * sp.exp(K.subs(T, S) - K))), 0, T)
+    xi = integrate(sp.powsimp(expand(g.subs(T, S) ** 2 * sp.exp(K.subs(T, S) - K))), 0, T)
     if xi is None or not agrees(K, xi, k, g):
         return None, None
     return f, xi
 
 
 def is_zero(expr: sp.Expr) -> bool:
-    return sp.expand(expr) == 0 or sp.simplify(expr) == 0
+    return expand(expr) == 0 or sp.simplify(expr) == 0
 
 
 def integrate(expr: sp.Expr, a, b) -> sp.Expr | None:
     if expr == 0:
         return sp.Integer(0)
     try:
-        with time_limit(INTEGRATION_SECONDS):
+        with time_limit(INTEGRATION_SECONDS):   # then the kernel is tabulated
             result = sp.integrate(expr, (S, a, b), conds="none")
     except (TimeoutError, NotImplementedError, ValueError, TypeError):
         return None
@@ -135,20 +134,3 @@ def agrees(K: sp.Expr, xi: sp.Expr, k: sp.Expr, g: sp.Expr) -> bool:
 
 
 GAUSS_LEGENDRE = tuple(map(tuple, np.polynomial.legendre.leggauss(24)))
-
-
-@contextmanager
-def time_limit(seconds: int):
-    """SymPy's integrator can run for minutes on hard integrands; give up and tabulate instead."""
-    if not hasattr(signal, "SIGALRM"):
-        yield
-        return
-    def stop(signum, frame):
-        raise TimeoutError
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)

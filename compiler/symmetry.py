@@ -15,6 +15,7 @@ import sympy as sp
 
 from ..dsl import checked as C
 from ..dsl.errors import TheoryError
+from .budget import expand
 from .derive import field_symbols
 from .lower import Lowered, Lowerer, Symbols, to_sympy
 
@@ -38,7 +39,7 @@ def prove_symmetry(decl: C.SymmetryDecl, action: Lowered, lowerer: Lowerer, symb
         decl.span, f"the symmetry '{decl.text}' does not leave the action invariant",
         f"the action changes by {short(change)}; check the map or the action.")
     if not action.reductions:                                   # 0-d: the fields appear in F
-        difference = sp.expand(transform(symbols, action.expr, images) - action.expr)
+        difference = expand(transform(symbols, action.expr, images) - action.expr)
         how = same_function(difference, symbols, values)
         if how is None:
             raise refuse(readable(difference, symbols))
@@ -49,13 +50,13 @@ def prove_symmetry(decl: C.SymmetryDecl, action: Lowered, lowerer: Lowerer, symb
         found = image_of_sum(image, r, action.reductions, symbols, values, lowerer.theory.volume)
         if found is None:
             # Report the sum's own change: when sums do not mix, that is the whole story.
-            difference = translate_canonical(symbols, sp.expand(image - r.density))
+            difference = translate_canonical(symbols, expand(image - r.density))
             raise refuse(readable(difference, symbols))
         sums[r.symbol], step = found
         how = "numeric" if step == "numeric" else how
     # S = F(R_1, ..., R_n): each R_k maps to +-R_j (+ const), so S is invariant when F(R') = F(R),
     # which allows odd sums inside even functions such as (sum_x phi)^2 under phi -> -phi.
-    change = sp.expand(action.expr.xreplace(sums) - action.expr)
+    change = expand(action.expr.xreplace(sums) - action.expr)
     step = same_function(change, symbols, values)
     if step is None:
         named = {r.symbol: sp.Symbol(f"sum(x)[{readable(r.density, symbols)}]") for r in action.reductions}
@@ -70,12 +71,12 @@ def image_of_sum(image: sp.Expr, own, reductions, symbols: Symbols, values: dict
     candidates = [own] + [r for r in reductions if r is not own]
     for r in candidates:
         for sign in (1, -1):
-            difference = translate_canonical(symbols, sp.expand(image - sign * r.density))
+            difference = translate_canonical(symbols, expand(image - sign * r.density))
             if not field_symbols(symbols, difference):
                 return sign * r.symbol + volume * difference, "symbolic"
     for r in candidates:                  # functions SymPy does not simplify: compare numerically
         for sign in (1, -1):
-            difference = translate_canonical(symbols, sp.expand(image - sign * r.density))
+            difference = translate_canonical(symbols, expand(image - sign * r.density))
             if numerically_zero(difference, symbols, values):
                 return sign * r.symbol, "numeric"
     return None
