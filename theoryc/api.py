@@ -55,6 +55,10 @@ def compile(name_or_path, overrides: dict | None = None) -> CompileResult:
 
 def compile_bytes(data: bytes, filename: str, overrides: dict | None = None) -> CompileResult:
     from .compiler import cache
+    if len(data) > MAX_FILE_BYTES:          # also a theory_source stored in a foreign file
+        raise TheoryError(None, f"the theory text is larger than {MAX_FILE_BYTES // 1000} kB",
+                          "a .theory file is a short text; is this the right file?",
+                          kind="Error").located(filename, "")
     overrides = as_text(overrides)
     key = cache.cache_key(data.decode("utf-8", errors="replace"), overrides)
     code = cache.fetch(key)
