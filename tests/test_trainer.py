@@ -185,3 +185,26 @@ def test_cli_resume_refuses_another_learning_rate(tmp_path):
                             env=_env(tmp_path / "cache"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert load_model(out).history["step"] == [4] and not ckpt.exists()
+
+
+def test_api_trains_writes_and_samples_what_the_cli_does(tmp_path):
+    """theoryc.train returns the model with its history and settings and writes the one model
+    file; theoryc.sample draws from it with observables as arrays; options it does not have are
+    one-line errors."""
+    import theoryc
+    th = theoryc.load("double_gaussian")
+    data = torch.randn(512, 1, generator=torch.Generator().manual_seed(0))
+    out = tmp_path / "dm.pt"
+    trained = theoryc.train(th, "diffusion", data=data, output=out, steps=20, batch_size=32,
+                            width=8, depth=1, schedule="vp", log_every=10, progress=False)
+    assert trained.kind == "diffusion" and trained.path == out and not (tmp_path / "dm.pt.ckpt").exists()
+    assert trained.history["step"] == [9, 19] and trained.settings["steps"] == 20
+    assert load_model_file(out)[1]["schedule_name"] == "vp"
+    run = theoryc.sample(th, "diffusion", model=out, n=16, steps=5, progress=False,
+                         output=tmp_path / "dm.h5")
+    assert run.chains_and_n == (1, 16) and set(run.observables) == set(th.observable_names)
+    assert run.observables[th.observable_names[0]].shape == (1, 16)
+    with pytest.raises(SamplerError, match="no option n_layers"):
+        theoryc.train(th, "diffusion", data=data, steps=2, n_layers=3, progress=False)
+    with pytest.raises(SamplerError, match="learns from data"):
+        theoryc.train(th, "diffusion", steps=2, progress=False)

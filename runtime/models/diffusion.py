@@ -440,18 +440,9 @@ class EnergyPotential:
         self.params = dict(getattr(theory, "params", {}))
         self.symmetries: list = []
         self.estimates = dict(getattr(theory, "estimates", {})) if theory is not None else {}
-
-    @property
-    def n_fields(self) -> int:
-        return len(self.field_names)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.n_fields, *self.lattice)
-
-    @property
-    def volume(self) -> int:
-        return math.prod(self.lattice)
+        self.n_fields = len(self.field_names)
+        self.shape = (self.n_fields, *self.lattice)
+        self.volume = math.prod(self.lattice)
 
     @property
     def observable_names(self) -> tuple[str, ...]:
