@@ -93,6 +93,10 @@ def test_one_model_file_format(tmp_path):
     torch.save(newer, tmp_path / "newer.pt")
     with pytest.raises(SamplerError, match="newer theoryc"):
         load_model_file(tmp_path / "newer.pt")
+    del newer["format_version"]                              # as files were before the format
+    torch.save(newer, tmp_path / "older.pt")
+    with pytest.raises(SamplerError, match="older theoryc"):
+        load_model_file(tmp_path / "older.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(SamplerError, match="not a model file"):
         load_model_file(tmp_path / "foreign.pt")

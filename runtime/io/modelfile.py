@@ -70,10 +70,11 @@ def load_model_file(path: str | os.PathLike) -> tuple[str, dict]:
     except Exception:    # the weights-only unpickler raises many types for a foreign file
         raise SamplerError(f"{path} is not a model file theoryc wrote: it does not load as plain "
                            "tensors and numbers (nothing in a model file is ever run)") from None
-    if not isinstance(payload, dict) or payload.get("kind") not in KINDS \
-            or not isinstance(payload.get("format_version"), int):
-        raise SamplerError(f"{path} is not a model file theoryc wrote (no model kind and format "
-                           "version in it)")
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
+        raise SamplerError(f"{path} is not a model file theoryc wrote (no model kind in it)")
+    if not isinstance(payload.get("format_version"), int):
+        raise SamplerError(f"{path} was written by an older theoryc, before model files had a "
+                           f"format version; train it again")
     if payload["format_version"] > FORMAT_VERSION:
         raise SamplerError(f"{path} was written by a newer theoryc (model format "
                            f"{payload['format_version']}; this one reads up to {FORMAT_VERSION})")
