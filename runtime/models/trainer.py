@@ -63,7 +63,6 @@ class TrainSettings:
 class TrainResult:
     history: dict            # lists per logged step, plus totals
     raw_state: dict | None   # the last (non-averaged) weights when an EMA replaced them
-    steps_done: int
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:
@@ -129,11 +128,7 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
     net = task.net
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=s.lr)
-    ema = None
-    if s.ema_decay is not None:
-        ema = copy.deepcopy(net)
-        for p in ema.parameters():
-            p.requires_grad_(False)
+    ema = _frozen_copy(net) if s.ema_decay is not None else None
     gen = torch.Generator(device=device).manual_seed(s.seed)
     settings = _all_settings(task, s)
     state = _fresh_state()
@@ -147,7 +142,7 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
         _step(task, s, net, params, ema, opt, gen, state)
         state["seconds"] = time.perf_counter() - t0
         bar.update(1)
-        if state["history"]["step"] and state["history"]["step"][-1] == state["step"] - 1:
+        if state["history"]["step"][-1:] == [state["step"] - 1]:     # this step was logged
             bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state["history"].items()
                              if k not in ("step", "seconds", "lr")}, refresh=False)
         if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
@@ -160,7 +155,7 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
     seconds = max(state["seconds"], 1e-9)
     history = dict(state["history"], skipped_steps=state["skipped"], train_seconds=state["seconds"],
                    samples_per_second=state["step"] * s.batch_size / seconds)
-    return TrainResult(history=history, raw_state=raw, steps_done=state["step"])
+    return TrainResult(history=history, raw_state=raw)
 
 
 def _step(task, s, net, params, ema, opt, gen, state):
@@ -190,6 +185,13 @@ def _step(task, s, net, params, ema, opt, gen, state):
     state["step"] = step + 1
     if state["step"] % s.log_every == 0 or state["step"] == s.steps:
         _log(task, state, step, info, opt)
+
+
+def _frozen_copy(net):
+    ema = copy.deepcopy(net)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
 
 
 @torch.no_grad()
