@@ -97,6 +97,15 @@ def test_one_model_file_format(tmp_path):
     torch.save(newer, tmp_path / "older.pt")
     with pytest.raises(SamplerError, match="older theoryc"):
         load_model_file(tmp_path / "older.pt")
+    damaged = torch.load(tmp_path / "flow.pt", weights_only=True)
+    damaged["settings"] = damaged["settings"].replace('"hidden": 4', '"hidden": 5')
+    torch.save(damaged, tmp_path / "damaged.pt")                 # weights of another shape
+    with pytest.raises(SamplerError, match="does not hold a usable flow model"):
+        load_model(tmp_path / "damaged.pt")
+    damaged["settings"] = 3
+    torch.save(damaged, tmp_path / "damaged.pt")
+    with pytest.raises(SamplerError, match="damaged model file"):
+        load_model_file(tmp_path / "damaged.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(SamplerError, match="not a model file"):
         load_model_file(tmp_path / "foreign.pt")

@@ -78,7 +78,13 @@ def load_model_file(path: str | os.PathLike) -> tuple[str, dict]:
     if payload["format_version"] > FORMAT_VERSION:
         raise SamplerError(f"{path} was written by a newer theoryc (model format "
                            f"{payload['format_version']}; this one reads up to {FORMAT_VERSION})")
-    payload["settings"] = json.loads(payload["settings"])
+    try:
+        payload["settings"] = json.loads(payload["settings"])
+        json.loads(payload["params"])
+        if not isinstance(payload["settings"], dict) or not isinstance(payload["state_dict"], dict):
+            raise TypeError("settings and state_dict must be dictionaries")
+    except (KeyError, TypeError, ValueError) as err:
+        raise SamplerError(f"{path} is a damaged model file ({type(err).__name__}: {err})") from None
     return payload["kind"], payload
 
 
