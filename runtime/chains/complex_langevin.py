@@ -15,11 +15,14 @@ where max|K| is the largest drift component of that chain and K_ref the mean of 
 and steps during warm-up (then frozen; Aarts, James, Seiler, Stamatescu, PLB 687 (2010) 154).
 This bounds the displacement per step, which is what stops the runaways a fixed step produces.
 Configurations are kept *equally spaced in Langevin time*: every `every * eps`. Each chain has its
-own clock: one kernel step advances every chain by exactly that span of Langevin time, in as many
-adaptive substeps as it needs (its last one shortened to land on the grid; chains that are there
-wait, with dt = 0, for the others), so plain averages over kept configurations are the time
-averages CL is defined by; no dt weighting is needed. The warm-up is one such step of
-`warmup * eps`. The Langevin time of each kept configuration is the `langevin_time` statistic.
+own clock and reaches each grid time in as many adaptive substeps as it needs (its last one
+shortened to land on the grid), so plain averages over kept configurations are the time averages
+CL is defined by; no dt weighting is needed. Chains run asynchronously: a chain that has recorded
+a configuration goes straight on to the next, and all chains are level only every `sync_every`
+(20) kept configurations, where those ahead wait (dt = 0) for the others; a chain that is slow in
+one span catches up over the next ones. The driver gets whole blocks (`advance_block`). The
+warm-up is one span of `warmup * eps` for every chain. The Langevin time of each kept
+configuration is the `langevin_time` statistic.
 
 Schemes: "rk2" (default; stochastic Heun, weak order 2, bias O(eps^2), two drifts per step) and
 "em" (Euler-Maruyama, bias O(eps)). On the complex quartic model rk2 shows no bias at eps = 0.02
@@ -46,6 +49,8 @@ from .noise import DEFAULT_EVERY, DEFAULT_STEP, DEFAULT_WARMUP, gaussian_noise
 Tensor = torch.Tensor
 
 CL_SCHEMES = ("em", "rk2")
+STAT_NAMES = ("langevin_time", "n_steps", "dt_min", "dt_mean", "drift_magnitude", "y_max", "y_rms",
+              "sd_re", "sd_im")
 DEFAULT_CL_SCHEME = "rk2"
 
 
@@ -75,6 +80,10 @@ class CLKernel:
     """
 
     averaged: tuple[str, ...] = ()
+    # kept configurations per chain between two moments when all chains are level: a chain that
+    # is slow in one span catches up over the others (the results depend on this, not on the
+    # checkpoint cadence; blocks and checkpoints fall on multiples of it)
+    sync_every = 20
 
     def __init__(self, theory, scheme: str, noise_imag: float, eps: float):
         if scheme not in CL_SCHEMES:
@@ -114,20 +123,39 @@ class CLKernel:
         return z, self.theory.drift(z)
 
     def step(self, s: CLState, generator: torch.Generator, params: dict):
+        """One span for every chain (the warm-up): (state, info)."""
+        s, _, stats, _, info = self.advance(s, generator, params, 1)
+        return s, {**info, "n_steps": stats["n_steps"][:, 0], "dt_min": stats["dt_min"][:, 0]}
+
+    def advance_block(self, s: CLState, generator: torch.Generator, params: dict, count: int):
+        """`count` kept configurations per chain: (state, configs (chains, count, *shape),
+        stats {name: (chains, count)}, failed (chains, count))."""
+        s, configs, stats, failed, _ = self.advance(s, generator, params, count)
+        return s, configs, stats, failed
+
+    def advance(self, s: CLState, generator: torch.Generator, params: dict, count: int):
+        """Every chain advances `count` spans on its own clock: a chain that reaches the end of
+        a span records its configuration and goes on with the next at once, so a chain whose
+        adaptive steps are small holds the others up only at the end of the block (records are
+        scattered chain by chain into the block's buffers, on the device)."""
         eps, span = self.eps, params["span"]
         z, drift = s.z, s.drift
-        rdtype = z.real.dtype
-        chains, dev = z.shape[0], z.device
+        rdtype, chains, dev = z.real.dtype, z.shape[0], z.device
+        real = dict(dtype=rdtype, device=dev)
         # a float32 clock errs by ~1e-7 of one span; it is reset at every kept configuration
         tol = eps * (1e-9 if rdtype == torch.float64 else 1e-5)
-        remaining = torch.full((chains,), span, dtype=rdtype, device=dev)
-        n_steps = torch.zeros(chains, dtype=rdtype, device=dev)
-        dt_min = torch.full((chains,), eps, dtype=rdtype, device=dev)
+        configs = torch.empty((chains, count, *z.shape[1:]), dtype=z.dtype, device=dev)
+        stats = {k: torch.empty((chains, count), dtype=torch.float64, device=dev)
+                 for k in STAT_NAMES}
+        failed = torch.zeros((chains, count), dtype=torch.bool, device=dev)
+        index = torch.zeros(chains, dtype=torch.int64, device=dev)   # next record per chain
+        remaining = torch.full((chains,), span, **real)
+        n_steps = torch.zeros(chains, **real)
+        dt_min = torch.full((chains,), eps, **real)
         k_sum = torch.zeros((), dtype=torch.float64, device=dev)
         k_count = torch.zeros((), dtype=torch.float64, device=dev)
         prior_sum, prior_count = params.get("drift_sum", 0.0), params.get("drift_count", 0)
         active = torch.ones(chains, dtype=torch.bool, device=dev)
-        failed = torch.zeros(chains, dtype=torch.bool, device=dev)
         substeps = s.substeps
         while True:
             if params["adaptive"]:
@@ -146,19 +174,51 @@ class CLKernel:
                 dt = torch.minimum(dt_adaptive, remaining)
             else:
                 dt = remaining.clamp(max=eps)
-            dt = torch.where(active, dt, 0.0)
+            dt = torch.where(active, dt, 0.0)       # chains done with the block wait
             n_steps += active
             z, drift = self.substep(z, drift, dt, generator)
             remaining -= dt
             substeps += 1
             stalled = active & (n_steps > params["max_substeps"])
-            failed |= stalled
-            active &= (remaining > tol) & ~stalled      # NaN clocks compare False: done
+            due = active & ((remaining <= tol) | stalled | torch.isnan(remaining))
+            if not bool(due.any()):
+                continue
+            idx = due.nonzero().squeeze(1)
+            k = index[idx]
+            self._record(configs, stats, idx, k, z, drift, n_steps, dt_min, span, s.time)
+            failed[idx, k] = stalled[idx]
+            broken = stalled[idx] | ~torch.isfinite(torch.view_as_real(z[idx])).flatten(1).all(1)
+            if bool(broken.any()):                  # restart them harmlessly; dropped at the end
+                z[idx[broken]] = 0
+                drift = self.theory.drift(z)
+            index[idx] = k + 1
+            remaining[idx] = span
+            n_steps[idx] = 0
+            dt_min[idx] = eps
+            active = index < count
             if not bool(active.any()):
                 break
-        info = {"n_steps": n_steps, "dt_min": dt_min, "drift_sum": float(k_sum),
-                "drift_count": int(k_count)}
-        return CLState(z, drift, s.time + span, failed, substeps), info
+        info = {"drift_sum": float(k_sum), "drift_count": int(k_count)}
+        state = CLState(z, drift, s.time + count * span, failed[:, -1], substeps)
+        return state, configs, stats, failed, info
+
+    @staticmethod
+    def _record(configs, stats, idx, k, z, drift, n_steps, dt_min, span, time0) -> None:
+        zi, ki = z[idx], drift[idx]
+        configs[idx, k] = zi
+        zf, kf = zi.flatten(1), ki.flatten(1)
+        # Langevin operator on O = mean(z^2): L_c O = mean(2 (1 + z K)); <L_c O> = 0 is the
+        # Schwinger-Dyson equation, and its cutoff dependence the boundary term (cl_diagnostics).
+        sd = (2 * (1 + zf * kf)).mean(1)
+        y = zf.imag
+        figures = {"langevin_time": time0[idx] + (k + 1).to(torch.float64) * span,
+                   "n_steps": n_steps[idx], "dt_min": dt_min[idx],
+                   "dt_mean": span / n_steps[idx].clamp(min=1),
+                   "drift_magnitude": (kf.real.square() + kf.imag.square()).mean(1).sqrt(),
+                   "y_max": y.abs().amax(1), "y_rms": y.square().mean(1).sqrt(),
+                   "sd_re": sd.real, "sd_im": sd.imag}
+        for name, v in figures.items():
+            stats[name][idx, k] = v.to(torch.float64)
 
     # -- what the driver needs besides init/step
     def fields(self, s: CLState) -> Tensor:
@@ -170,18 +230,6 @@ class CLKernel:
     def transform(self, s: CLState, fn) -> CLState:
         z = fn(s.z)
         return CLState(z, self.theory.drift(z), s.time, s.failed, s.substeps)
-
-    def record(self, s: CLState, info: dict, params: dict) -> dict:
-        zf, kf = s.z.flatten(1), s.drift.flatten(1)
-        # Langevin operator on O = mean(z^2): L_c O = mean(2 (1 + z K)); <L_c O> = 0 is the
-        # Schwinger-Dyson equation, and its cutoff dependence the boundary term (cl_diagnostics).
-        sd = (2 * (1 + zf * kf)).mean(1)
-        y = zf.imag
-        return {"langevin_time": s.time, "n_steps": info["n_steps"], "dt_min": info["dt_min"],
-                "dt_mean": params["span"] / info["n_steps"].clamp(min=1),
-                "drift_magnitude": (kf.real.square() + kf.imag.square()).mean(1).sqrt(),
-                "y_max": y.abs().amax(1), "y_rms": y.square().mean(1).sqrt(),
-                "sd_re": sd.real, "sd_im": sd.imag}
 
     def summary(self, stats: dict, params: dict, settings: dict) -> dict:
         span, n_done = params["span"], stats["dt_mean"].shape[1]
@@ -279,6 +327,7 @@ def run_complex_langevin(theory, *, n: int, chains: int = 1024, warmup: int = DE
         "max_bad_fraction": float(max_bad_fraction),
         "max_substeps_factor": int(max_substeps_factor),
         "spacing": "equal Langevin time", "warmup": int(warmup), "every": int(every),
+        "sync_every": CLKernel.sync_every,
     }
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
 

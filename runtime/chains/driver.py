@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SamplerError
 from ..io.checkpoint import load_run_checkpoint, save_checkpoint
-from ..io.ensemble import EnsembleFile, SamplerRun, file_attrs, series_array
+from ..io.ensemble import EnsembleFile, SamplerRun, file_attrs, series_array, series_specs
 from .health import ChainHealth
 from .moves import apply_symmetries, per_chain
 
@@ -163,12 +163,19 @@ class _Run:
         self.buffer = None
         phi = self.kernel.fields(self.state)
         self.block = p.block_for(phi[0].numel() * phi.element_size())
+        sync = getattr(self.kernel, "sync_every", 1)   # blocks hold whole pieces of a kernel's
+        self.block = max(sync, self.block - self.block % sync)  # own synchronisation
         averaged = tuple(getattr(self.kernel, "averaged", ()))
         sums: dict = {}
         bar = tqdm(total=total, initial=self.t, disable=not progress, desc=label, unit="step")
         with bar:
             tick = time.perf_counter()
             while self.t < total and self.stopped is None:
+                if self.t >= p.warmup and hasattr(self.kernel, "advance_block"):
+                    self.advance_block(bar)
+                    now = time.perf_counter()
+                    self.seconds, tick = self.seconds + now - tick, now
+                    continue
                 warm = self.t < p.warmup
                 params = self.adaptation.params(self.astate) if warm else self.final
                 self.state, info = self.kernel.step(self.state, self.generator, params)
@@ -200,6 +207,30 @@ class _Run:
                     self.flush(k + 1)
                     now = time.perf_counter()
                     self.seconds, tick = self.seconds + now - tick, now
+
+    def advance_block(self, bar) -> None:
+        """A kernel with its own per-chain clocks (complex Langevin) makes a whole block of kept
+        configurations at once: `advance_block(state, generator, params, count)`."""
+        p, sync = self.plan, self.kernel.sync_every
+        end = min(self.written + self.block - self.written % self.block, p.n)
+        parts = []
+        k = self.written
+        while k < end:       # pieces of `sync` configurations: the results do not depend on the
+            b = min(sync - k % sync, end - k)          # block (checkpoint) size
+            self.state, *part = self.kernel.advance_block(self.state, self.generator,
+                                                          self.final, b)
+            parts.append(part)
+            k += b
+            self.t += b * p.every
+            bar.update(b * p.every)
+        configs = torch.cat([c for c, _, _ in parts], 1)
+        stats = {name: torch.cat([s[name] for _, s, _ in parts], 1) for name in parts[0][1]}
+        failed = torch.cat([f for _, _, f in parts], 1)
+        if self.health is not None:
+            for j in range(end - self.written):
+                self.health.check(configs[:, j], self.written + j, failed[:, j])
+        self.buffer = _Buffer.filled(configs, stats)
+        self.flush(end)
 
     def between_configs(self, index: int) -> None:
         """After every `every` steps: the health check (device-side) and the symmetry moves."""
@@ -246,7 +277,7 @@ class _Run:
         if p.store_configs:
             stored = configs[:, p.save_every - 1::p.save_every].to("cpu", copy=True).numpy()
         if not self.sink.is_open:
-            self.sink.create(p, {k: v.dtype for k, v in series.items()},
+            self.sink.create(p, series_specs(series),
                              (configs.shape[2:], stored.dtype) if stored is not None else None)
         self.sink.write(self.written, stored, series, self.written // p.save_every)
         self.written = count
@@ -282,6 +313,12 @@ class _Buffer:
                                     device=phi.device) if keep_configs else None)
         self.stats = {k: torch.empty((chains, size), dtype=torch.float64, device=phi.device)
                       for k in stats}
+
+    @classmethod
+    def filled(cls, configs, stats: dict) -> "_Buffer":
+        buffer = cls.__new__(cls)
+        buffer.configs, buffer.stats = configs, stats
+        return buffer
 
     def put(self, j: int, phi, stats: dict) -> None:
         if self.configs is not None:

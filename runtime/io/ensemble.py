@@ -32,8 +32,8 @@ class SamplerRun:
     configs: (chains, n, *theory.shape) on the cpu; None when the run was streamed to a file
     (`path`). Generative samplers use chains = 1.
     stats: per-configuration sampler statistics, name -> (chains, n).
-    observables: name -> (chains, n) when the sampler measured them (chain samplers with an
-    `observe` function), else None.
+    observables: name -> (chains, n), or (chains, n, N) for a vector observable C(t), when the
+    sampler measured them (chain samplers with an `observe` function), else None.
     summary: the sampler's own figures (acceptance, ess, log_z, ...), JSON-able; deterministic.
     settings: how it was run (step size, integrator, ...), JSON-able.
     timing: wall-clock figures (seconds per step, ...): the only part that differs between two
@@ -62,7 +62,7 @@ class Ensemble:
     """An ensemble file read back: arrays as numpy, JSON attributes decoded.
 
     configs: (chains, n / save_every, *shape) or None when read with `configs=False`;
-    observables / stats: name -> (chains, n); log_weights: (chains, n) or None;
+    observables / stats: name -> (chains, n) ((chains, n, N) for a vector observable); log_weights: (chains, n) or None;
     attrs: every file attribute, with params/settings/summary/timing as dicts (complex as [re, im]).
     """
     configs: np.ndarray | None
@@ -131,8 +131,7 @@ def write_ensemble(path, run: SamplerRun, observables: dict[str, np.ndarray],
     configs = run.configs.detach().cpu().numpy()
     out = EnsembleFile(path, temporary=_scratch_name(path))
     try:
-        out.create(chains, n, {k: v.dtype for k, v in series.items()},
-                   (n, configs.shape[2:], configs.dtype))
+        out.create(chains, n, series_specs(series), (n, configs.shape[2:], configs.dtype))
         out.write(0, configs, series)
         out.finish(file_attrs(run, attrs or {}))
     except BaseException:
@@ -154,8 +153,9 @@ def file_attrs(run: SamplerRun, attrs: dict) -> dict:
 
 def _series(values, chains: int, n: int, what: str) -> np.ndarray:
     a = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-    if a.shape != (chains, n):
-        raise ValueError(f"{what} has shape {a.shape}, expected (chains, n) = {(chains, n)}")
+    if a.shape[:2] != (chains, n) or a.ndim > 3:
+        raise ValueError(f"{what} has shape {a.shape}, expected (chains, n) = {(chains, n)} "
+                         "or (chains, n, components)")
     return series_array(a)
 
 
@@ -163,6 +163,12 @@ def series_array(a) -> np.ndarray:
     """Per-configuration series are stored as float64 or complex128."""
     a = np.asarray(a)
     return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
+
+
+def series_specs(series: dict[str, np.ndarray]) -> dict[str, tuple[np.dtype, tuple]]:
+    """What `EnsembleFile.create` needs of a first block of each series (chains, b, ...): its
+    dtype and the shape of one entry (() for a scalar series, (N,) for a vector observable)."""
+    return {k: (v.dtype, tuple(v.shape[2:])) for k, v in series.items()}
 
 
 def _scratch_name(path) -> Path:
@@ -191,17 +197,19 @@ class EnsembleFile:
         self.temporary = Path(temporary) if temporary is not None else streaming_name(path)
         self.file: h5py.File | None = None
 
-    def create(self, chains: int, n: int, series: dict[str, np.dtype],
+    def create(self, chains: int, n: int, series: dict[str, np.dtype | tuple[np.dtype, tuple]],
                configs: tuple[int, tuple, np.dtype] | None) -> None:
-        """A fresh temporary file (an old one is replaced) with `series` datasets (chains, n) by
-        name and dtype, and unless `configs` is None a "configs" dataset of
+        """A fresh temporary file (an old one is replaced) with `series` datasets by name: a dtype
+        gives (chains, n), (dtype, entry shape) from `series_specs` gives (chains, n, *shape);
+        and unless `configs` is None a "configs" dataset of
         (chains, n_stored, *shape) with (n_stored, shape, dtype) = configs."""
         self.file = h5py.File(self.temporary, "w")
         if configs is not None:
             n_stored, shape, dtype = configs
             _allocate(self.file, "configs", (chains, n_stored, *shape), dtype)
-        for name, dtype in series.items():
-            _allocate(self.file, name, (chains, n), dtype)
+        for name, spec in series.items():
+            dtype, entry = spec if isinstance(spec, tuple) else (spec, ())
+            _allocate(self.file, name, (chains, n, *entry), dtype)
         self.file.flush()
 
     def reopen(self) -> bool:
@@ -225,8 +233,8 @@ class EnsembleFile:
 
     def write(self, start: int, configs: np.ndarray | None, series: dict[str, np.ndarray],
               configs_start: int | None = None) -> None:
-        """Write a block: configs (chains, b', ...) at `configs_start` and each series (chains, b)
-        at `start` along axis 1. Raw data only: HDF5 metadata is not touched."""
+        """Write a block: configs (chains, b', ...) at `configs_start` and each series (chains, b,
+        ...) at `start` along axis 1. Raw data only: HDF5 metadata is not touched."""
         if configs is not None and configs.shape[1]:
             at = start if configs_start is None else configs_start
             self.file["configs"][:, at:at + configs.shape[1]] = configs
@@ -284,6 +292,8 @@ def _allocate(f: h5py.File, name: str, shape: tuple, dtype) -> None:
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     if chunks is None:        # an empty dataset cannot be chunked (nothing to stream into)
-        f.create_dataset(name, shape=shape, dtype=dtype)
+        f.create_dataset(name, shape=shape, dtype=dtype, track_times=False)
         return
-    f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, maxshape=shape, dcpl=dcpl)
+    # no modification times in the object headers: writing data then never touches metadata
+    f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, maxshape=shape, dcpl=dcpl,
+                     track_times=False)
