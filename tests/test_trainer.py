@@ -40,7 +40,7 @@ def test_flow_resume_refuses_another_setting(tmp_path, change, setting):
     ckpt = str(tmp_path / "flow.ckpt")
     args = dict(TINY_FLOW, steps=20, lr=1e-2, seed=3)
     train_flow(theory, stop_after=5, checkpoint=ckpt, **args)
-    with pytest.raises(SamplerError, match=rf"made with {setting}=.*this run has"):
+    with pytest.raises(SamplerError, match=rf"made by a different run: {setting}=.* there, .* in this run"):
         train_flow(theory, checkpoint=ckpt, resume=True, **{**args, **change})
     train_flow(theory, checkpoint=ckpt, resume=True, **args)   # the same settings carry on
 
@@ -55,9 +55,9 @@ def test_resume_refuses_another_data_set_or_theory(tmp_path):
     ckpt = str(tmp_path / "flow.ckpt")
     args = dict(TINY_FLOW, steps=10, seed=0)
     train_flow(theory, data=data, stop_after=2, checkpoint=ckpt, **args)
-    with pytest.raises(SamplerError, match="made with data="):
+    with pytest.raises(SamplerError, match="different run: data="):
         train_flow(theory, data=other, checkpoint=ckpt, resume=True, **args)
-    with pytest.raises(SamplerError, match="made with theory="):
+    with pytest.raises(SamplerError, match="different run: theory="):
         train_flow(fakes.phi4_lattice((4, 4), kappa=0.21, lam=0.5), data=data, checkpoint=ckpt,
                    resume=True, **args)
     dg = fakes.double_gaussian_0d()
@@ -66,9 +66,9 @@ def test_resume_refuses_another_data_set_or_theory(tmp_path):
     dargs = dict(schedule=dg.schedules["ve"], steps=10, batch_size=16, width=8, depth=1,
                  progress=False, checkpoint=dckpt)
     train_diffusion(dg, x, stop_after=2, **dargs)
-    with pytest.raises(SamplerError, match="made with data="):
+    with pytest.raises(SamplerError, match="different run: data="):
         train_diffusion(dg, x + 1e-3, resume=True, **dargs)
-    with pytest.raises(SamplerError, match="made with training.lr="):
+    with pytest.raises(SamplerError, match="different run: training.lr="):
         train_diffusion(dg, x, resume=True, lr=1e-3, **dargs)
 
 
@@ -193,7 +193,7 @@ def test_cli_resume_refuses_another_learning_rate(tmp_path):
                             env=_env(tmp_path / "cache"), capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "training.lr=0.001" in result.stderr and "this run has 0.01" in result.stderr
+    assert "training.lr=0.001 there, 0.01 in this run" in result.stderr
     result = subprocess.run([sys.executable, "-m", "theoryc.cli", *args, "--resume"],
                             env=_env(tmp_path / "cache"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -40,10 +40,29 @@ def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict) -
     if not os.path.exists(path):
         return None
     snap = load_checkpoint(path)
-    if snap.get("sampler") != sampler or snap.get("settings") != settings:
-        raise SamplerError(f"checkpoint {path} was made by a different run "
-                           f"({snap.get('settings')}); remove it or rerun with its settings")
+    refuse_other_settings(path, {"sampler": snap.get("sampler"), "settings": snap.get("settings")},
+                          {"sampler": sampler, "settings": settings})
     return snap
+
+
+def refuse_other_settings(path, saved: dict, current: dict) -> None:
+    """A one-line error naming the first setting (dotted path into nested dicts) in which the
+    checkpoint at `path` differs from this run; nothing when they agree."""
+    a, b = _flat(saved), _flat(current)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            raise SamplerError(f"checkpoint {path} was made by a different run: {key}={a.get(key)!r}"
+                               f" there, {b.get(key)!r} in this run; remove it or rerun with its "
+                               "settings")
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def _to_cpu(obj):

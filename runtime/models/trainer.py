@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from theoryc.runtime.io.checkpoint import load_checkpoint, save_checkpoint
+from theoryc.runtime.io.checkpoint import load_checkpoint, refuse_other_settings, save_checkpoint
 from theoryc.runtime.errors import SamplerError
 
 CHECKPOINT_KIND = "training"
@@ -88,25 +88,6 @@ def theory_digest(theory) -> str:
     """sha256 of the theory's name, source, parameters and shape."""
     from theoryc.runtime.io.modelfile import theory_fingerprint
     return hashlib.sha256(json.dumps(theory_fingerprint(theory), sort_keys=True).encode()).hexdigest()
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def refuse_other_settings(path, saved: dict, current: dict) -> None:
-    """A one-line error naming the first setting in which a checkpoint differs from this run."""
-    a, b = _flat(saved), _flat(current)
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            raise SamplerError(f"checkpoint {path} was made with {key}={a.get(key)!r}, this run "
-                               f"has {b.get(key)!r}; remove it or rerun with its settings")
 
 
 def _all_settings(task, s: TrainSettings) -> dict:
