@@ -19,6 +19,7 @@ import torch
 
 from ..errors import SamplerError
 from .adaptation import DualAveraging, Fixed
+from .angles import angle_wrapper, discrete_fields
 from .driver import Output, Plan, run_chains
 from .moves import maps_gradient, per_chain, where_flipped
 
@@ -45,12 +46,12 @@ def check_theory(theory) -> None:
         raise SamplerError(
             f"theory '{theory.name}' has a complex action; HMC needs a real one: "
             "use --sampler langevin (complex Langevin)")
-    spins = [f for f, k in zip(theory.field_names, theory.field_kinds) if k != "real"]
+    spins = discrete_fields(theory)
     if spins:
         raise SamplerError(
             f"theory '{theory.name}' has discrete (spin) field(s) {', '.join(spins)}; HMC needs "
-            "continuous real fields: use --sampler metropolis (or an autoregressive model, "
-            "--sampler flow)")
+            "continuous (real or angle) fields: use --sampler metropolis (or an autoregressive "
+            "model, --sampler flow)")
 
 
 def kinetic_energy(p: Tensor) -> Tensor:
@@ -112,6 +113,7 @@ class HMCKernel:
         self.trajectory_length = float(trajectory_length)
         self.symmetries = list(symmetries)
         self.cheap_moves = [maps_gradient(theory, sym, theory.shape) for sym in self.symmetries]
+        self.wrap = angle_wrapper(theory)       # angles leave the kernel in [-pi, pi)
 
     def init(self, phi: Tensor, generator=None) -> HMCState:
         return HMCState(phi, self.theory.action(phi).to(torch.float64), self.theory.force(phi))
@@ -139,7 +141,7 @@ class HMCKernel:
 
     # -- what the driver needs besides init/step
     def fields(self, state: HMCState) -> Tensor:
-        return state.phi
+        return self.wrap(state.phi)
 
     def transform(self, state: HMCState, fn) -> HMCState:
         phi = fn(state.phi)
@@ -197,7 +199,8 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
             trajectory_length: float = 1.0, target_accept: float = 0.8, every: int = 1,
             symmetrize: bool = True, progress: bool = True, checkpoint=None,
             checkpoint_every: int = 100, resume: bool = False, output: Output | None = None,
-            save_every: int = 1, store_configs: bool = True):
+            save_every: int = 1, store_configs: bool = True, fourier_acceleration: bool = False,
+            mass2: float | None = None):
     """Sample `theory` with HMC: `chains` chains, `warmup` trajectories, then `n` kept per chain.
 
     The step size is tuned by dual averaging during warm-up towards `target_accept` (the mean of
@@ -210,7 +213,13 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
     """
     check_theory(theory)
     symmetries = list(theory.symmetries or ()) if symmetrize else []
-    kernel = HMCKernel(theory, integrator, trajectory_length, symmetries)
+    if fourier_acceleration:          # momentum-space mass from the action's quadratic part
+        from .fourier import FourierHMCKernel, fourier_mass
+        if integrator != "leapfrog":
+            raise SamplerError("Fourier acceleration integrates with leapfrog; drop --integrator")
+        kernel = FourierHMCKernel(theory, fourier_mass(theory, mass2), trajectory_length, symmetries)
+    else:
+        kernel = HMCKernel(theory, integrator, trajectory_length, symmetries)
     if step_size is None and warmup <= 0:
         raise SamplerError("HMC tunes its step size during warm-up: give --warmup > 0 or a step size")
     tuned = step_size is None
@@ -226,6 +235,7 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
         "theory": theory.name, "shape": list(theory.shape),
         "symmetry_moves": len(list(theory.symmetries or ())) if symmetrize else 0,
         "accept_statistic": "min(1, exp(-dH))", "tuned": tuned,
+        **({"fourier_acceleration": True, "mass2": mass2} if fourier_acceleration else {}),
     }
 
     def start(generator):

@@ -34,6 +34,7 @@ import torch
 
 from ..errors import SamplerError
 from .adaptation import Fixed, RobbinsMonro
+from .angles import angle_wrapper, discrete_fields
 from .complex_langevin import run_complex_langevin
 from .driver import Output, Plan, run_chains
 from .health import ChainHealth
@@ -70,6 +71,7 @@ class EulerMaruyama:
 
     def __init__(self, theory):
         self.theory = theory
+        self.wrap = angle_wrapper(theory)       # angles leave the kernel in [-pi, pi)
 
     def init(self, phi: Tensor, generator: torch.Generator) -> LangevinState:
         return LangevinState(phi, self.theory.drift(phi))
@@ -82,7 +84,7 @@ class EulerMaruyama:
 
     # -- what the driver needs besides init/step
     def fields(self, s: LangevinState) -> Tensor:
-        return s.phi
+        return self.wrap(s.phi)
 
     def transform(self, s: LangevinState, fn) -> LangevinState:
         phi = fn(s.phi)
@@ -194,7 +196,7 @@ KERNELS = {k.name: k for k in (EulerMaruyama, Heun, LeimkuhlerMatthews, MALA)}
 # ------------------------------------------------------------------------------ the sampler
 
 def check_real_langevin(theory) -> None:
-    spins = [f for f, k in zip(theory.field_names, theory.field_kinds) if k != "real"]
+    spins = discrete_fields(theory)
     if spins:
         raise SamplerError(
             f"theory '{theory.name}' has discrete (spin) field(s) {', '.join(spins)}; Langevin "
