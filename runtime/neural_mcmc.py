@@ -19,14 +19,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from theoryc.runtime.chains.adaptation import Fixed
+from theoryc.runtime.chains.driver import Plan, run_chains
+from theoryc.runtime.chains.independent import IndependentKernel
 from theoryc.runtime.io.ensemble import SamplerRun
-from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.stats.reweighting import (as_float64, expected_imh_acceptance, free_energy,
                                                kish_ess, log_z_estimate)
 
 
 def imh_chain(log_w, uniforms) -> tuple[np.ndarray, np.ndarray]:
-    """Run independent Metropolis over proposals in order: (state index per step, accepted flags).
+    """Independent Metropolis over given proposals in order: (state index per step, accepted
+    flags). The numpy reference of the IMH kernel's rule (runtime/chains/independent.py), for
+    tests and for reading a chain off a table of log weights.
 
     Step 0 takes proposal 0 (a q-sample; the chain forgets it after a few acceptances).
     """
@@ -64,11 +68,13 @@ def propose(theory, model, n: int, *, generator: torch.Generator, batch_size: in
 
 
 def sample_flow(theory, model, n: int, *, seed: int = 0, device="cpu", metropolis: bool = True,
-                batch_size: int = 1024, progress: bool = True) -> SamplerRun:
+                batch_size: int = 1024, progress: bool = True, chains: int = 1, checkpoint=None,
+                resume: bool = False) -> SamplerRun:
     """Sample a theory exactly with a trained flow (real fields) or VAN (spins).
 
-    metropolis=True: an independent-Metropolis chain over n proposals (kind "markov", chains=1,
-    no log_weights: the chain is already distributed as exp(-S)/Z).
+    metropolis=True: `chains` independent-Metropolis chains of n steps each (kind "markov", no
+    log_weights: the chains are already distributed as exp(-S)/Z), run by the chain driver with
+    the IMH kernel (runtime/chains/independent.py).
     metropolis=False: the n proposals themselves (kind "independent") with log_weights
     -S - log q, which measurement must apply.
     Either way the summary has acceptance, ess, log_z {mean, error}, free_energy {mean, error}.
@@ -76,24 +82,21 @@ def sample_flow(theory, model, n: int, *, seed: int = 0, device="cpu", metropoli
     if getattr(theory, "is_complex", False):
         raise ValueError("flow sampling needs a real action: exp(-S) is not a probability here")
     model = model.to(device).eval()
+    settings = {"sampler": "flow", "model": model.kind, "metropolis": bool(metropolis),
+                "batch_size": int(batch_size), "seed": int(seed), "arch": model.settings}
+    if metropolis:
+        plan = Plan(n=n, chains=chains, seed=seed, device=device)
+        run = run_chains(IndependentKernel(theory, model, batch_size), lambda generator: chains,
+                         plan, Fixed(), settings, checkpoint=checkpoint, resume=resume,
+                         progress=progress, label="flow")
+        return run
     gen = torch.Generator(device=device).manual_seed(seed)
     x, log_q, action = propose(theory, model, n, generator=gen, batch_size=batch_size,
                                progress=progress)
     log_w = -action - log_q
     summary = {"ess": kish_ess(log_w), "log_z": log_z_estimate(log_w),
-               "free_energy": free_energy(log_w), "n_proposals": int(n)}
-    settings = {"sampler": "flow", "model": model.kind, "metropolis": bool(metropolis),
-                "batch_size": int(batch_size), "seed": int(seed), "arch": model.settings}
-    if not metropolis:
-        summary["acceptance"] = expected_imh_acceptance(log_w[: min(n, 4096)])
-        stats = {"action": action[None], "log_q": log_q[None]}
-        return SamplerRun(configs=x[None], stats=stats, summary=summary, settings=settings,
-                          log_weights=log_w[None], kind="independent")
-    uniforms = torch.rand(n, generator=gen, device=device, dtype=torch.float64)
-    index, accepted = imh_chain(log_w, uniforms)
-    summary["acceptance"] = float(accepted[1:].mean()) if n > 1 else 1.0
-    summary["tau_int_action"] = gamma_method(action[index]).tau_int
-    stats = {"accepted": accepted[None].astype(np.float64), "action": action[index][None],
-             "log_weight": log_w[index][None]}
-    return SamplerRun(configs=x[torch.from_numpy(index)][None], stats=stats, summary=summary,
-                      settings=settings, log_weights=None, kind="markov")
+               "free_energy": free_energy(log_w), "n_proposals": int(n),
+               "acceptance": expected_imh_acceptance(log_w[: min(n, 4096)])}
+    stats = {"action": action[None], "log_q": log_q[None]}
+    return SamplerRun(configs=x[None], stats=stats, summary=summary, settings=settings,
+                      log_weights=log_w[None], kind="independent")

@@ -139,3 +139,34 @@ def test_a_checkpoint_holds_the_sampler_state_not_the_data(tmp_path, monkeypatch
     assert sorted(tensors) == ["action", "force", "phi"]
     assert all(v.shape[0] == 2 for v in snap["state"].values())
     assert "configs" not in snap and "stats" not in snap
+
+
+def test_independent_metropolis_over_a_flow_resumes_bitwise(tmp_path, monkeypatch):
+    """IMH over a model's proposals is a kernel too (runtime/chains/independent.py): killed
+    mid-run (mid-batch of proposals) and resumed, it gives the same chain."""
+    from theoryc.runtime.chains import independent
+    from theoryc.runtime.models.flow import build_flow
+    from theoryc.runtime.neural_mcmc import sample_flow
+    theory = fakes.gaussian_0d(mass2=2.0)
+    flow = build_flow((1,), dtype=torch.float64)
+    kw = dict(seed=3, progress=False, chains=2, batch_size=64)
+    full = sample_flow(theory, flow, 500, **kw)
+    real, calls = independent.IndependentKernel.step, {"n": 0}
+
+    class Stop(Exception):
+        pass
+
+    def step(*args):
+        calls["n"] += 1
+        if calls["n"] > 330:
+            raise Stop
+        return real(*args)
+    monkeypatch.setattr(independent.IndependentKernel, "step", step)
+    with pytest.raises(Stop):
+        sample_flow(theory, flow, 500, checkpoint=tmp_path / "f.ckpt", **kw)
+    monkeypatch.setattr(independent.IndependentKernel, "step", real)
+    resumed = sample_flow(theory, flow, 500, checkpoint=tmp_path / "f.ckpt", resume=True, **kw)
+    assert torch.equal(full.configs, resumed.configs) and full.configs.shape == (2, 500, 1)
+    for name, v in full.stats.items():
+        assert np.array_equal(resumed.stats[name], v), name
+    assert full.summary == resumed.summary and full.summary["n_proposals"] == 1000
