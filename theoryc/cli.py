@@ -118,6 +118,10 @@ def compile(theory, sets, emit):
               help="HMC integrator.")
 @click.option("--step", type=float, default=None, help="Step size (HMC: fixes it; Langevin: eps).")
 @click.option("--trajectory-length", type=float, default=1.0, show_default=True, help="HMC trajectory length.")
+@click.option("--fourier-acceleration", is_flag=True,
+              help="HMC: momentum-space mass K(p) + m^2 from the action's quadratic part (real site fields).")
+@click.option("--mass2", type=float, default=None,
+              help="Fourier acceleration: m^2 (default: lifts min K(p) to 4 sin^2(pi/L)).")
 @click.option("--target-accept", type=float, default=0.8, show_default=True,
               help="HMC: acceptance the warm-up tunes the step size to.")
 @click.option("--scheme", type=click.Choice(["em", "rk2", "bm", "mala"]), default=None,
@@ -139,7 +143,7 @@ def compile(theory, sets, emit):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
-           trajectory_length, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver,
+           trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver,
            steps, no_metropolis, save_every, no_configs, resume, quiet, output):
     """Sample THEORY and write an ensemble file."""
     from . import api
@@ -149,6 +153,7 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
     if sampler in api.CHAIN_SAMPLERS:
         options = chain_options(sampler, th, warmup=warmup, dtype=dtype, every=every, step=step,
                                 integrator=integrator, trajectory_length=trajectory_length,
+                                fourier_acceleration=fourier_acceleration, mass2=mass2,
                                 target_accept=target_accept, scheme=scheme, noise_imag=noise_imag,
                                 no_adaptive=no_adaptive, no_symmetry_moves=no_symmetry_moves)
         run = api.sample(th, sampler, n=n, chains=chains, output=output, resume=resume,
@@ -164,7 +169,8 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
 
 
 def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajectory_length,
-                  target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves) -> dict:
+                  fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive,
+                  no_symmetry_moves) -> dict:
     """The options of `theoryc sample` that apply to a chain sampler, as api.sample takes them."""
     given = {"warmup": warmup, "every": every, "step": step}
     options = {k: v for k, v in given.items() if v is not None}
@@ -172,7 +178,11 @@ def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajec
     if sampler == "hmc":
         options.update(integrator=integrator, trajectory_length=trajectory_length,
                        target_accept=target_accept, symmetrize=not no_symmetry_moves)
-    elif sampler == "langevin":
+        if fourier_acceleration:
+            options.update(fourier_acceleration=True, mass2=mass2)
+    elif fourier_acceleration or mass2 is not None:
+        raise UserError("--fourier-acceleration and --mass2 apply to --sampler hmc")
+    if sampler == "langevin":
         options["scheme"] = scheme
         if th.is_complex:
             options.update(noise_imag=noise_imag, adaptive=not no_adaptive)
@@ -180,7 +190,7 @@ def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajec
             raise UserError("--noise-imag and --no-adaptive apply to complex Langevin; this action is real")
         else:
             options["symmetrize"] = not no_symmetry_moves
-    else:
+    elif sampler != "hmc":
         options["symmetrize"] = not no_symmetry_moves
     return options
 
