@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from theoryc.runtime.errors import SamplerError
-from theoryc.runtime.io.ensemble import EnsembleFile, read_ensemble, theory_attrs
+from theoryc.runtime.io.ensemble import EnsembleFile, read_ensemble, series_specs, theory_attrs
 from theoryc.runtime.stats.summary import format_summary, summarize
 
 
 def measure_observables(theory, configs, batch_size: int = 4096, device=None
                         ) -> dict[str, np.ndarray]:
-    """Evaluate `theory.observables` on configs (chains, n, *shape) -> {name: (chains, n)}.
+    """Evaluate `theory.observables` on configs (chains, n, *shape) -> {name: (chains, n)}, or
+    (chains, n, N) for a vector observable C(t) (the theory returns it as (batch, N)).
 
     Real observables come back as float64, complex ones (complex configurations, or a complex
     expression) as complex128. `device` defaults to the configs' own; batches bound the memory.
@@ -37,28 +38,32 @@ def measure_observables(theory, configs, batch_size: int = 4096, device=None
                 batch = batch.to(device)
             for name, value in theory.observables(batch).items():
                 parts.setdefault(name, []).append(_to_numpy(value, batch.shape[0]))
-    return {name: np.concatenate(p).reshape(chains, n) for name, p in parts.items() if p}
+    return {name: np.concatenate(p).reshape(chains, n, *p[0].shape[1:])
+            for name, p in parts.items() if p}
 
 
 def estimate_input_series(theory, observables: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-configuration series whose averages feed the estimates: {name: (chains, n)}.
 
-    `theory.estimate_inputs` maps observable tensors to e.g. `<M^2>` -> M**2, elementwise.
+    `theory.estimate_inputs` maps observable tensors ((batch,) or, for a vector observable,
+    (batch, N)) to e.g. `<M^2>` -> M**2 or `<C(3)>` -> C[:, 3], configuration by configuration.
     """
     if not observables:
         return {}
-    shape = np.shape(next(iter(observables.values())))
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in observables.items()}
+    chains, n = np.shape(next(iter(observables.values())))[:2]
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v).reshape(chains * n, *v.shape[2:]))
+               for k, v in observables.items()}
     with torch.no_grad():
         out = theory.estimate_inputs(tensors)
-    return {k: _to_numpy(v, int(np.prod(shape))).reshape(shape) for k, v in out.items()}
+    return {k: _to_numpy(v, chains * n).reshape(chains, n) for k, v in out.items()}
 
 
 def _to_numpy(value, batch: int) -> np.ndarray:
+    """(batch,) or, for a vector observable, (batch, N); a constant is broadcast to (batch,)."""
     value = torch.as_tensor(value).detach().to("cpu")
     if value.dim() == 0:
         value = value.expand(batch)
-    a = value.reshape(batch).numpy()
+    a = value.reshape(batch, *value.shape[1:]).numpy()
     return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
 
 
@@ -88,11 +93,13 @@ class Measurement:
 def measure_ensemble(ensemble, theory=None, cumulants=None) -> Measurement:
     """Summarise an ensemble read without its configurations (`read_ensemble(configs=False)`):
     its stored observables, the estimates of `theory` (the theory it records, or None) and, if
-    asked, cumulants up to that order."""
+    asked, cumulants up to that order. A theory's vector observables and estimates (its
+    `observable_indices`, `estimate_vectors`) are summarised as vectors."""
     inputs = (estimate_input_series(theory, ensemble.observables)
               if theory is not None and theory.estimates else None)
     summary = summarize(ensemble, theory.estimates if theory is not None else None, inputs,
-                        cumulants)
+                        cumulants, observable_indices=getattr(theory, "observable_indices", None),
+                        estimate_vectors=getattr(theory, "estimate_vectors", None))
     name = theory.name if theory is not None else ensemble.attrs.get("theory_name", "")
     return Measurement(dict(ensemble.observables), summary, dict(ensemble.settings), name,
                        ensemble.log_weights)
@@ -176,7 +183,7 @@ def write_observed(path, output, theory, recorded=None, batch_size: int = 4096) 
     weights of `path` (those of the stored configurations) and `theory`'s observables, attributes
     and source; streamed block by block into OUTPUT.tmp and renamed onto OUTPUT when complete.
     Returns (chains, n)."""
-    src = read_ensemble(path, configs=False)
+    src = read_ensemble(path, configs=False, observables=False)   # replaced: never read
     with h5py.File(path, "r") as f:
         chains, n = stored_configs(f, path).shape[:2]
     kept = {f"stats/{k}": stored_series(v, src.save_every, n) for k, v in src.stats.items()}
@@ -190,8 +197,7 @@ def write_observed(path, output, theory, recorded=None, batch_size: int = 4096) 
             stop = start + block.shape[1]
             series.update({k: v[:, start:stop] for k, v in kept.items()})
             if start == 0:
-                out.create(chains, n, {k: v.dtype for k, v in series.items()},
-                           (n, block.shape[2:], block.dtype))
+                out.create(chains, n, series_specs(series), (n, block.shape[2:], block.dtype))
             out.write(start, block, series)
         out.finish(observed_attrs(src.attrs, theory, path))
     except BaseException:

@@ -160,9 +160,11 @@ def test_plot_title_tau_is_the_tau_measure_prints(work):
     _, path, _, _ = work
     summary = json.loads(cli("measure", path, "--json").stdout)
     ens = read_ensemble(path, configs=False)
-    fig = observables_figure(ens.observables)
+    scalars = {k: v for k, v in ens.observables.items() if v.ndim == 2}   # C(t) has its own row
+    fig = observables_figure(scalars)
     titles = [ax.get_title() for ax in fig.axes[2::3]]
-    for name, title in zip(ens.observables, titles):
+    assert len(titles) == len(scalars) >= 4
+    for name, title in zip(scalars, titles):
         tau = summary["observables"][name]["tau_int"]
         assert tau > 1.0                                   # the series are autocorrelated
         assert title == f"autocorrelation (tau_int = {format_tau(tau)})", name
@@ -201,7 +203,11 @@ def test_api_measure_takes_what_sample_returns(tmp_path):
     run = theoryc.sample(theory, "hmc", n=60, chains=2, seed=1, progress=False)
     m = theoryc.measure(run, theory=theory)
     assert all(np.allclose(m.observables[k], run.observables[k], rtol=1e-12) for k in run.observables)
-    assert set(m.summary["estimates"]) == set(theory.estimates)
+    # every estimate, the components m_eff(0), m_eff(1), ... of a vector estimate as one entry
+    components = {c for cs in theory.estimate_vectors.values() for c in cs}
+    assert set(m.summary["estimates"]) == (set(theory.estimates) - components
+                                           | set(theory.estimate_vectors))
+    assert len(m.summary["estimates"]["m_eff"]["mean"]) == len(theory.estimate_vectors["m_eff"])
     streamed = theoryc.sample(theory, "hmc", n=60, chains=2, seed=1, progress=False,
                               output=tmp_path / "s.h5")
     assert streamed.configs is None

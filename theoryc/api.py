@@ -126,6 +126,10 @@ class CompiledTheory:
         self.gauge = tuple(getattr(m, "GAUGE", ()))
         self.is_complex, self.params = m.IS_COMPLEX, dict(m.PARAMS)
         self.observable_names = tuple(m.OBSERVABLES)
+        # vector observables C(t): name -> (lo, hi) of their index; vector estimates m_eff(t):
+        # name -> the names of their component estimates 'm_eff(0)', ... (in `estimates`)
+        self.observable_indices = dict(getattr(m, "OBSERVABLE_INDICES", {}))
+        self.estimate_vectors = {k: tuple(v) for k, v in getattr(m, "ESTIMATE_VECTORS", {}).items()}
         self.action, self.force, self.drift = m.action, m.force, m.drift
         self.observables, self.estimate_inputs = m.observables, m.estimate_inputs
         self.estimates = {n: Estimate(n, tuple(inputs), fn) for n, (inputs, fn) in m.ESTIMATES.items()}

@@ -9,7 +9,8 @@ never a file name, so it does not depend on the file reader:
 - otherwise, one row per observable (real and imaginary parts of a complex one separately):
   Monte Carlo history of a few chains, histogram over all chains, and the normalised
   autocorrelation function Gamma(t)/Gamma(0) with the Gamma method's tau_int (runtime/stats: the
-  same number `theoryc measure` prints).
+  same number `theoryc measure` prints); and one row per vector observable C(t): the correlator
+  on a log scale with error bars, the effective mass with its fitted plateau, tau_int per t.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from theoryc.runtime.figures.output import save_figure  # noqa: E402
+from theoryc.runtime.stats.correlators import effective_mass, plateau  # noqa: E402
 from theoryc.runtime.stats.estimates import observable_stats  # noqa: E402
 from theoryc.runtime.stats.gamma import normalised_autocorrelation  # noqa: E402
-from theoryc.runtime.stats.summary import format_tau  # noqa: E402
+from theoryc.runtime.stats.summary import format_tau, format_value_error  # noqa: E402
 
 HISTORY_CHAINS = 4
 
@@ -63,10 +65,12 @@ def plot_ensemble(ensemble_like, path, *, drift: Callable | None = None,
     if configs is not None and np.iscomplexobj(configs) and math.prod(configs.shape[2:]) == 1:
         fig = complex_plane_figure(configs.reshape(-1), drift, bins)
     else:
-        series = _series(obs, configs)
-        if not series:
+        vectors = {k: _numpy(v) for k, v in obs.items() if np.ndim(v) == 3}
+        series = _series({k: v for k, v in obs.items() if k not in vectors}, configs)
+        if not series and not vectors:
             raise ValueError("nothing to plot: the ensemble has neither observables nor configs")
-        fig = observables_figure(series, max_lag, _numpy(_get(ensemble_like, "log_weights")))
+        fig = observables_figure(series, max_lag, _numpy(_get(ensemble_like, "log_weights")),
+                                 vectors)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path, dpi=110, bbox_inches="tight")
@@ -141,30 +145,89 @@ def _series(observables: Mapping, configs) -> dict[str, np.ndarray]:
 
 
 def observables_figure(series: Mapping[str, np.ndarray], max_lag: int | None = None,
-                       log_weights: np.ndarray | None = None):
+                       log_weights: np.ndarray | None = None,
+                       vectors: Mapping[str, np.ndarray] | None = None):
     """History, histogram and autocorrelation of each real (chains, n) series; the tau_int in the
-    title is the Gamma method's, the number `theoryc measure` prints (reweighted like it)."""
-    rows = len(series)
-    fig, axes = plt.subplots(rows, 3, figsize=(13, 2.6 * rows), squeeze=False)
+    title is the Gamma method's, the number `theoryc measure` prints (reweighted like it). Then
+    one row per vector observable (chains, n, N): the correlator and its effective mass."""
+    vectors = vectors or {}
+    rows = len(series) + len(vectors)
+    fig, axes = plt.subplots(rows, 3, figsize=(13, 2.6 * rows + 0.6 * len(vectors)),
+                             squeeze=False)
     for row, (name, v) in zip(axes, series.items()):
-        finite = np.isfinite(v).all(axis=1)
-        v = v[finite]
-        chains, n = v.shape
-        hist_ax, acf_ax = row[1], row[2]
-        for c in range(min(chains, HISTORY_CHAINS)):
-            row[0].plot(v[c], lw=0.6, alpha=0.8)
-        row[0].set(xlabel="configuration", ylabel=name,
-                   title=f"history ({min(chains, HISTORY_CHAINS)} of {chains} chains)")
-        hist_ax.hist(v.ravel(), bins=min(100, max(10, int(math.sqrt(v.size)))), density=True,
-                     color="C0", alpha=0.8)
-        hist_ax.set(xlabel=name, ylabel="density", title=f"mean {v.mean():.5g}")
-        lag = max(1, min(max_lag or 100, n // 2))
-        acf = normalised_autocorrelation(v, lag) if n > 1 else np.ones(1)
-        acf_ax.plot(np.arange(acf.size), acf, marker=".", ms=3)
-        acf_ax.axhline(0, color="k", lw=0.5)
-        lw = None if log_weights is None else log_weights[finite]
-        tau = observable_stats(v, lw).tau_int if n > 1 else 0.5
-        acf_ax.set(xlabel="lag", ylabel="Gamma(t)/Gamma(0)",
-                   title=f"autocorrelation (tau_int = {format_tau(tau)})")
+        _scalar_row(row, name, v, max_lag, log_weights)
+    for row, (name, v) in zip(axes[len(series):], vectors.items()):
+        _correlator_row(row, name, v, log_weights)
     fig.tight_layout()
     return fig
+
+
+def _scalar_row(row, name: str, v: np.ndarray, max_lag, log_weights) -> None:
+    finite = np.isfinite(v).all(axis=1)
+    v = v[finite]
+    chains, n = v.shape
+    hist_ax, acf_ax = row[1], row[2]
+    for c in range(min(chains, HISTORY_CHAINS)):
+        row[0].plot(v[c], lw=0.6, alpha=0.8)
+    row[0].set(xlabel="configuration", ylabel=name,
+               title=f"history ({min(chains, HISTORY_CHAINS)} of {chains} chains)")
+    hist_ax.hist(v.ravel(), bins=min(100, max(10, int(math.sqrt(v.size)))), density=True,
+                 color="C0", alpha=0.8)
+    hist_ax.set(xlabel=name, ylabel="density", title=f"mean {v.mean():.5g}")
+    lag = max(1, min(max_lag or 100, n // 2))
+    acf = normalised_autocorrelation(v, lag) if n > 1 else np.ones(1)
+    acf_ax.plot(np.arange(acf.size), acf, marker=".", ms=3)
+    acf_ax.axhline(0, color="k", lw=0.5)
+    lw = None if log_weights is None else log_weights[finite]
+    tau = observable_stats(v, lw).tau_int if n > 1 else 0.5
+    acf_ax.set(xlabel="lag", ylabel="Gamma(t)/Gamma(0)",
+               title=f"autocorrelation (tau_int = {format_tau(tau)})")
+
+
+def _correlator_row(row, name: str, c: np.ndarray, log_weights) -> None:
+    """C(t) on a log scale with Gamma-method error bars (negative values as |C|, open); the
+    effective mass log(C(t)/C(t+1)) with its plateau (runtime/stats/correlators.py: the rule
+    and the fit); tau_int of each component."""
+    if np.iscomplexobj(c):
+        c, name = c.real, f"Re {name}"
+    finite = np.isfinite(c).all(axis=(1, 2))
+    c = c[finite]
+    lw = None if log_weights is None else log_weights[finite]
+    stats = [observable_stats(c[..., t], lw) for t in range(c.shape[-1])]
+    t = np.arange(c.shape[-1])
+    mean = np.array([s.mean for s in stats])
+    err = np.array([s.error for s in stats])
+    ax = row[0]
+    pos = mean > 0
+    ax.errorbar(t[pos], mean[pos], err[pos], fmt="o", ms=3, capsize=2, color="C0")
+    if (~pos).any():
+        ax.errorbar(t[~pos], -mean[~pos], err[~pos], fmt="o", ms=3, capsize=2, color="C0",
+                    mfc="none", label="negative: |C| shown")
+        ax.legend(fontsize=7)
+    if pos.any():
+        ax.set_yscale("log")
+    ax.set(xlabel="t", ylabel=f"{name}(t)", title=f"correlator {name}(t)")
+    masses = effective_mass(c, lw)
+    ax = row[1]
+    m = np.array([r.mean for r in masses])
+    e = np.array([r.error for r in masses])
+    shown = np.isfinite(m) & np.isfinite(e)
+    ax.errorbar(t[:-1][shown], m[shown], e[shown], fmt="o", ms=3, capsize=2, color="C1")
+    fit = plateau(c, lw, masses)
+    title = "effective mass log(C(t)/C(t+1))"
+    if fit is not None:
+        span = np.array([fit.t_min - 0.3, fit.t_max + 0.3])
+        ax.fill_between(span, fit.mass.mean - fit.mass.error, fit.mass.mean + fit.mass.error,
+                        color="C3", alpha=0.3, lw=0)
+        ax.plot(span, [fit.mass.mean] * 2, color="C3", lw=1)
+        title += (f"\nplateau t = {fit.t_min}..{fit.t_max}: "
+                  f"{format_value_error(fit.mass.mean, fit.mass.error)}")
+        visible = m[fit.t_min:fit.t_max + 1]
+        pad = max(5 * fit.mass.error, 0.5 * np.ptp(visible), 0.05 * abs(fit.mass.mean))
+        ax.set_ylim(min(visible.min(), fit.mass.mean) - pad, max(visible.max(), fit.mass.mean) + pad)
+    else:
+        title += "\n(no plateau: see runtime/stats/correlators.py)"
+    ax.set(xlabel="t", ylabel="m_eff(t)", title=title)
+    ax = row[2]
+    ax.plot(t, [s.tau_int for s in stats], marker=".", ms=4)
+    ax.set(xlabel="t", ylabel="tau_int", title=f"tau_int of {name}(t)")

@@ -99,14 +99,15 @@ def theory_attrs(theory) -> dict:
             "params": dict(theory.params)}
 
 
-def read_ensemble(path, configs: bool = True) -> Ensemble:
-    """Read an ensemble file (skip the configurations with configs=False). A file sampled with
-    --no-configs has none: asking for them is a one-line error."""
+def read_ensemble(path, configs: bool = True, observables: bool = True) -> Ensemble:
+    """Read an ensemble file (skip the configurations with configs=False, the observables with
+    observables=False). A file sampled with --no-configs has none: asking for them is a
+    one-line error."""
     with h5py.File(path, "r") as f:
         if configs and "configs" not in f:
             raise ValueError(f"{path} holds no configurations (it was sampled with --no-configs)")
         cfg = f["configs"][()] if configs else None
-        obs = {k: v[()] for k, v in f.get("observables", {}).items()}
+        obs = ({k: v[()] for k, v in f.get("observables", {}).items()} if observables else {})
         stats = {k: v[()] for k, v in f.get("stats", {}).items()}
         log_w = f["log_weights"][()] if "log_weights" in f else None
         attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .gamma import DEFAULT_S, GammaResult, gamma_method
+from .gamma import DEFAULT_S, gamma_method
 from .reweighting import weights
 
 
@@ -32,6 +32,23 @@ def derived(fn: Callable[[Sequence[torch.Tensor]], torch.Tensor], primaries: Seq
     are projected on the autograd gradient of f at the means and the projected series is
     Gamma-analysed. With `log_weights` every mean is the reweighted <w a>/<w>.
     """
+    return derived_from(*linearised(fn, primaries, log_weights), S)
+
+
+def derived_from(value: float | complex, projected: Sequence[np.ndarray],
+                 S: float = DEFAULT_S) -> DerivedResult:
+    """`derived` of an estimate already linearised (`linearised`)."""
+    results = [gamma_method(p, S) for p in projected]
+    if isinstance(value, complex):
+        return DerivedResult(value, [r.error for r in results], max(r.tau_int for r in results))
+    return DerivedResult(value, results[0].error, results[0].tau_int)
+
+
+def linearised(fn: Callable[[Sequence[torch.Tensor]], torch.Tensor], primaries: Sequence[np.ndarray],
+               log_weights: np.ndarray | None = None) -> tuple[float | complex, list[np.ndarray]]:
+    """f at the means and its projected series sum_a (df/d<a>) a, one (chains, n) series per
+    real component of f (re and im for a complex f): what `derived`
+    Gamma-analyses, and what the covariance of several estimates is made of."""
     primaries = [np.asarray(a) for a in primaries]
     if log_weights is not None:
         w = weights(log_weights)
@@ -50,21 +67,38 @@ def derived(fn: Callable[[Sequence[torch.Tensor]], torch.Tensor], primaries: Seq
         inputs.append(torch.complex(*new) if len(new) == 2 else new[0])
     value = torch.as_tensor(fn(inputs))
     components = [value.real, value.imag] if value.is_complex() else [value]
-    results = [_project(c, leaves, columns, S) for c in components]
-    if value.is_complex():
-        mean = complex(value.detach())
-        return DerivedResult(mean, [r.error for r in results], max(r.tau_int for r in results))
-    return DerivedResult(float(value.detach()), results[0].error, results[0].tau_int)
+    projected = [_project(c, leaves, columns) for c in components]
+    mean = complex(value.detach()) if value.is_complex() else float(value.detach())
+    return mean, projected
 
 
-def _project(component: torch.Tensor, leaves, columns, S: float) -> GammaResult:
+def _project(component: torch.Tensor, leaves, columns) -> np.ndarray:
     if not component.requires_grad:   # f does not depend on the data: no fluctuation
-        return gamma_method(np.zeros_like(columns[0]), S)
+        return np.zeros_like(columns[0])
     grads = torch.autograd.grad(component, leaves, retain_graph=True, allow_unused=True)
     series = sum(float(g) * col for g, col in zip(grads, columns) if g is not None)
     if isinstance(series, int):       # f does not depend on the data at all
         series = np.zeros_like(columns[0])
-    return gamma_method(series, S)
+    return series
+
+
+def covariance(projected: Sequence[np.ndarray], errors: Sequence[float]) -> np.ndarray:
+    """The covariance matrix of several real estimates from their projected series (`linearised`)
+    and their Gamma-method errors: the correlation matrix of the series at equal times, rescaled
+    by the errors, cov_ij = rho_ij err_i err_j (as pyerrors' `covariance` does). Its diagonal is
+    exactly err_i^2, and it is positive semi-definite whatever the windows of the single
+    components (a matrix of windowed cross-autocorrelations need not be)."""
+    rows = np.stack([np.asarray(p, dtype=np.float64).ravel() for p in projected])
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    gram = rows @ rows.T
+    norm = np.sqrt(np.diag(gram))
+    safe = np.where(norm > 0, norm, 1.0)
+    rho = gram / np.outer(safe, safe)
+    rho[norm == 0, :] = 0.0
+    rho[:, norm == 0] = 0.0
+    np.fill_diagonal(rho, 1.0)
+    err = np.asarray(errors, dtype=np.float64)
+    return rho * np.outer(err, err)
 
 
 def observable_stats(series: np.ndarray, log_weights: np.ndarray | None = None,

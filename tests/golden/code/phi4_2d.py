@@ -11,9 +11,11 @@ CHANNELS = ('phi',)  # the components of a configuration
 CHANNEL_KINDS = ('real',)
 IS_COMPLEX = False
 PARAMS = {'L': 32, 'kappa': 0.21, 'lambda': 0.022}
-OBSERVABLES = ('M', 'phi2')
+OBSERVABLES = ('M', 'phi2', 'C', 'G0', 'G1')
+OBSERVABLE_INDICES = {'C': (0, 31)}
 SITES = (1, 2)  # dimensions of cfg[:, f] that are lattice sites
 
+L = 32
 kappa = 0.21
 lambda_ = 0.022
 ve_sigma = 20
@@ -41,17 +43,122 @@ QUADRATIC_STENCIL = ((((-1, 0), -2*kappa), ((0, -1), -2*kappa), ((0, 0), 2 - 4*l
 
 def observables(cfg):
     'Every observable, name -> shape (batch,) or, for a vector observable, (batch, components).'
+    pos0 = coordinate(cfg, 0)
     phi = cfg[:, 0]
+    D0 = (phi).sum(2, keepdim=True)
     R1 = ((0.0009765625)*phi).sum(SITES, keepdim=True)
     M = R1
     R2 = ((0.0009765625)*phi**2).sum(SITES, keepdim=True)
     phi2 = R2
-    return {'M': per_config(M, cfg), 'phi2': per_config(phi2, cfg)}
+    R3 = ((0.0009765625)*D0**2).sum(SITES, keepdim=True)
+    C_0 = R3
+    R4 = ((0.0009765625)*D0*torch.roll(D0, -1, 1)).sum(SITES, keepdim=True)
+    C_1 = R4
+    R5 = ((0.0009765625)*D0*torch.roll(D0, -2, 1)).sum(SITES, keepdim=True)
+    C_2 = R5
+    R6 = ((0.0009765625)*D0*torch.roll(D0, -3, 1)).sum(SITES, keepdim=True)
+    C_3 = R6
+    R7 = ((0.0009765625)*D0*torch.roll(D0, -4, 1)).sum(SITES, keepdim=True)
+    C_4 = R7
+    R8 = ((0.0009765625)*D0*torch.roll(D0, -5, 1)).sum(SITES, keepdim=True)
+    C_5 = R8
+    R9 = ((0.0009765625)*D0*torch.roll(D0, -6, 1)).sum(SITES, keepdim=True)
+    C_6 = R9
+    R10 = ((0.0009765625)*D0*torch.roll(D0, -7, 1)).sum(SITES, keepdim=True)
+    C_7 = R10
+    R11 = ((0.0009765625)*D0*torch.roll(D0, -8, 1)).sum(SITES, keepdim=True)
+    C_8 = R11
+    R12 = ((0.0009765625)*D0*torch.roll(D0, -9, 1)).sum(SITES, keepdim=True)
+    C_9 = R12
+    R13 = ((0.0009765625)*D0*torch.roll(D0, -10, 1)).sum(SITES, keepdim=True)
+    C_10 = R13
+    R14 = ((0.0009765625)*D0*torch.roll(D0, -11, 1)).sum(SITES, keepdim=True)
+    C_11 = R14
+    R15 = ((0.0009765625)*D0*torch.roll(D0, -12, 1)).sum(SITES, keepdim=True)
+    C_12 = R15
+    R16 = ((0.0009765625)*D0*torch.roll(D0, -13, 1)).sum(SITES, keepdim=True)
+    C_13 = R16
+    R17 = ((0.0009765625)*D0*torch.roll(D0, -14, 1)).sum(SITES, keepdim=True)
+    C_14 = R17
+    R18 = ((0.0009765625)*D0*torch.roll(D0, -15, 1)).sum(SITES, keepdim=True)
+    C_15 = R18
+    R19 = ((0.0009765625)*D0*torch.roll(D0, -16, 1)).sum(SITES, keepdim=True)
+    C_16 = R19
+    R20 = ((0.0009765625)*torch.roll(D0, 15, 1)*D0).sum(SITES, keepdim=True)
+    C_17 = R20
+    R21 = ((0.0009765625)*torch.roll(D0, 14, 1)*D0).sum(SITES, keepdim=True)
+    C_18 = R21
+    R22 = ((0.0009765625)*torch.roll(D0, 13, 1)*D0).sum(SITES, keepdim=True)
+    C_19 = R22
+    R23 = ((0.0009765625)*torch.roll(D0, 12, 1)*D0).sum(SITES, keepdim=True)
+    C_20 = R23
+    R24 = ((0.0009765625)*torch.roll(D0, 11, 1)*D0).sum(SITES, keepdim=True)
+    C_21 = R24
+    R25 = ((0.0009765625)*torch.roll(D0, 10, 1)*D0).sum(SITES, keepdim=True)
+    C_22 = R25
+    R26 = ((0.0009765625)*torch.roll(D0, 9, 1)*D0).sum(SITES, keepdim=True)
+    C_23 = R26
+    R27 = ((0.0009765625)*torch.roll(D0, 8, 1)*D0).sum(SITES, keepdim=True)
+    C_24 = R27
+    R28 = ((0.0009765625)*torch.roll(D0, 7, 1)*D0).sum(SITES, keepdim=True)
+    C_25 = R28
+    R29 = ((0.0009765625)*torch.roll(D0, 6, 1)*D0).sum(SITES, keepdim=True)
+    C_26 = R29
+    R30 = ((0.0009765625)*torch.roll(D0, 5, 1)*D0).sum(SITES, keepdim=True)
+    C_27 = R30
+    R31 = ((0.0009765625)*torch.roll(D0, 4, 1)*D0).sum(SITES, keepdim=True)
+    C_28 = R31
+    R32 = ((0.0009765625)*torch.roll(D0, 3, 1)*D0).sum(SITES, keepdim=True)
+    C_29 = R32
+    R33 = ((0.0009765625)*torch.roll(D0, 2, 1)*D0).sum(SITES, keepdim=True)
+    C_30 = R33
+    R34 = ((0.0009765625)*torch.roll(D0, 1, 1)*D0).sum(SITES, keepdim=True)
+    C_31 = R34
+    G0 = 1024*M**2
+    tmp1 = 2*3.141592653589793*pos0/L
+    R35 = (D0*torch.cos(tmp1)).sum(SITES, keepdim=True)
+    R36 = (D0*torch.sin(tmp1)).sum(SITES, keepdim=True)
+    G1 = (0.0009765625)*(R35**2 + R36**2)
+    return {'M': per_config(M, cfg), 'phi2': per_config(phi2, cfg), 'C': torch.stack([per_config(C_0, cfg), per_config(C_1, cfg), per_config(C_2, cfg), per_config(C_3, cfg), per_config(C_4, cfg), per_config(C_5, cfg), per_config(C_6, cfg), per_config(C_7, cfg), per_config(C_8, cfg), per_config(C_9, cfg), per_config(C_10, cfg), per_config(C_11, cfg), per_config(C_12, cfg), per_config(C_13, cfg), per_config(C_14, cfg), per_config(C_15, cfg), per_config(C_16, cfg), per_config(C_17, cfg), per_config(C_18, cfg), per_config(C_19, cfg), per_config(C_20, cfg), per_config(C_21, cfg), per_config(C_22, cfg), per_config(C_23, cfg), per_config(C_24, cfg), per_config(C_25, cfg), per_config(C_26, cfg), per_config(C_27, cfg), per_config(C_28, cfg), per_config(C_29, cfg), per_config(C_30, cfg), per_config(C_31, cfg)], 1), 'G0': per_config(G0, cfg), 'G1': per_config(G1, cfg)}
 
 def estimate_inputs(obs):
     'Per-configuration quantities whose averages the estimates use.'
     M = obs['M']
-    return {'<M^2>': M**2, '<M>': M, '<abs(M)>': abs(M), '<M^4>': M**4}
+    C_0 = obs['C'][:, 0]
+    C_1 = obs['C'][:, 1]
+    C_2 = obs['C'][:, 2]
+    C_3 = obs['C'][:, 3]
+    C_4 = obs['C'][:, 4]
+    C_5 = obs['C'][:, 5]
+    C_6 = obs['C'][:, 6]
+    C_7 = obs['C'][:, 7]
+    C_8 = obs['C'][:, 8]
+    C_9 = obs['C'][:, 9]
+    C_10 = obs['C'][:, 10]
+    C_11 = obs['C'][:, 11]
+    C_12 = obs['C'][:, 12]
+    C_13 = obs['C'][:, 13]
+    C_14 = obs['C'][:, 14]
+    C_15 = obs['C'][:, 15]
+    C_16 = obs['C'][:, 16]
+    C_17 = obs['C'][:, 17]
+    C_18 = obs['C'][:, 18]
+    C_19 = obs['C'][:, 19]
+    C_20 = obs['C'][:, 20]
+    C_21 = obs['C'][:, 21]
+    C_22 = obs['C'][:, 22]
+    C_23 = obs['C'][:, 23]
+    C_24 = obs['C'][:, 24]
+    C_25 = obs['C'][:, 25]
+    C_26 = obs['C'][:, 26]
+    C_27 = obs['C'][:, 27]
+    C_28 = obs['C'][:, 28]
+    C_29 = obs['C'][:, 29]
+    C_30 = obs['C'][:, 30]
+    C_31 = obs['C'][:, 31]
+    G0 = obs['G0']
+    G1 = obs['G1']
+    return {'<M^2>': M**2, '<M>': M, '<abs(M)>': abs(M), '<M^4>': M**4, '<C(0)>': C_0, '<C(1)>': C_1, '<C(2)>': C_2, '<C(3)>': C_3, '<C(4)>': C_4, '<C(5)>': C_5, '<C(6)>': C_6, '<C(7)>': C_7, '<C(8)>': C_8, '<C(9)>': C_9, '<C(10)>': C_10, '<C(11)>': C_11, '<C(12)>': C_12, '<C(13)>': C_13, '<C(14)>': C_14, '<C(15)>': C_15, '<C(16)>': C_16, '<C(17)>': C_17, '<C(18)>': C_18, '<C(19)>': C_19, '<C(20)>': C_20, '<C(21)>': C_21, '<C(22)>': C_22, '<C(23)>': C_23, '<C(24)>': C_24, '<C(25)>': C_25, '<C(26)>': C_26, '<C(27)>': C_27, '<C(28)>': C_28, '<C(29)>': C_29, '<C(30)>': C_30, '<C(31)>': C_31, '<G0>': G0, '<G1>': G1}
 
 
 def estimate_chi2(a):
@@ -75,11 +182,278 @@ def estimate_U_L(a):
     return 1 - 0.3333333333333333*avg3/avg0**2
 
 
+def estimate_m_eff_0(a):
+    'm_eff(0) from the averages <C(0)>, <C(1)>.'
+    avg4 = a[0]
+    avg5 = a[1]
+    return torch.log(avg4/avg5)
+
+
+def estimate_m_eff_1(a):
+    'm_eff(1) from the averages <C(1)>, <C(2)>.'
+    avg5 = a[0]
+    avg6 = a[1]
+    return torch.log(avg5/avg6)
+
+
+def estimate_m_eff_2(a):
+    'm_eff(2) from the averages <C(2)>, <C(3)>.'
+    avg6 = a[0]
+    avg7 = a[1]
+    return torch.log(avg6/avg7)
+
+
+def estimate_m_eff_3(a):
+    'm_eff(3) from the averages <C(3)>, <C(4)>.'
+    avg7 = a[0]
+    avg8 = a[1]
+    return torch.log(avg7/avg8)
+
+
+def estimate_m_eff_4(a):
+    'm_eff(4) from the averages <C(4)>, <C(5)>.'
+    avg8 = a[0]
+    avg9 = a[1]
+    return torch.log(avg8/avg9)
+
+
+def estimate_m_eff_5(a):
+    'm_eff(5) from the averages <C(5)>, <C(6)>.'
+    avg9 = a[0]
+    avg10 = a[1]
+    return torch.log(avg9/avg10)
+
+
+def estimate_m_eff_6(a):
+    'm_eff(6) from the averages <C(6)>, <C(7)>.'
+    avg10 = a[0]
+    avg11 = a[1]
+    return torch.log(avg10/avg11)
+
+
+def estimate_m_eff_7(a):
+    'm_eff(7) from the averages <C(7)>, <C(8)>.'
+    avg11 = a[0]
+    avg12 = a[1]
+    return torch.log(avg11/avg12)
+
+
+def estimate_m_eff_8(a):
+    'm_eff(8) from the averages <C(8)>, <C(9)>.'
+    avg12 = a[0]
+    avg13 = a[1]
+    return torch.log(avg12/avg13)
+
+
+def estimate_m_eff_9(a):
+    'm_eff(9) from the averages <C(9)>, <C(10)>.'
+    avg13 = a[0]
+    avg14 = a[1]
+    return torch.log(avg13/avg14)
+
+
+def estimate_m_eff_10(a):
+    'm_eff(10) from the averages <C(10)>, <C(11)>.'
+    avg14 = a[0]
+    avg15 = a[1]
+    return torch.log(avg14/avg15)
+
+
+def estimate_m_eff_11(a):
+    'm_eff(11) from the averages <C(11)>, <C(12)>.'
+    avg15 = a[0]
+    avg16 = a[1]
+    return torch.log(avg15/avg16)
+
+
+def estimate_m_eff_12(a):
+    'm_eff(12) from the averages <C(12)>, <C(13)>.'
+    avg16 = a[0]
+    avg17 = a[1]
+    return torch.log(avg16/avg17)
+
+
+def estimate_m_eff_13(a):
+    'm_eff(13) from the averages <C(13)>, <C(14)>.'
+    avg17 = a[0]
+    avg18 = a[1]
+    return torch.log(avg17/avg18)
+
+
+def estimate_m_eff_14(a):
+    'm_eff(14) from the averages <C(14)>, <C(15)>.'
+    avg18 = a[0]
+    avg19 = a[1]
+    return torch.log(avg18/avg19)
+
+
+def estimate_m_eff_15(a):
+    'm_eff(15) from the averages <C(15)>, <C(16)>.'
+    avg19 = a[0]
+    avg20 = a[1]
+    return torch.log(avg19/avg20)
+
+
+def estimate_m_eff_16(a):
+    'm_eff(16) from the averages <C(16)>, <C(17)>.'
+    avg20 = a[0]
+    avg21 = a[1]
+    return torch.log(avg20/avg21)
+
+
+def estimate_m_eff_17(a):
+    'm_eff(17) from the averages <C(17)>, <C(18)>.'
+    avg21 = a[0]
+    avg22 = a[1]
+    return torch.log(avg21/avg22)
+
+
+def estimate_m_eff_18(a):
+    'm_eff(18) from the averages <C(18)>, <C(19)>.'
+    avg22 = a[0]
+    avg23 = a[1]
+    return torch.log(avg22/avg23)
+
+
+def estimate_m_eff_19(a):
+    'm_eff(19) from the averages <C(19)>, <C(20)>.'
+    avg23 = a[0]
+    avg24 = a[1]
+    return torch.log(avg23/avg24)
+
+
+def estimate_m_eff_20(a):
+    'm_eff(20) from the averages <C(20)>, <C(21)>.'
+    avg24 = a[0]
+    avg25 = a[1]
+    return torch.log(avg24/avg25)
+
+
+def estimate_m_eff_21(a):
+    'm_eff(21) from the averages <C(21)>, <C(22)>.'
+    avg25 = a[0]
+    avg26 = a[1]
+    return torch.log(avg25/avg26)
+
+
+def estimate_m_eff_22(a):
+    'm_eff(22) from the averages <C(22)>, <C(23)>.'
+    avg26 = a[0]
+    avg27 = a[1]
+    return torch.log(avg26/avg27)
+
+
+def estimate_m_eff_23(a):
+    'm_eff(23) from the averages <C(23)>, <C(24)>.'
+    avg27 = a[0]
+    avg28 = a[1]
+    return torch.log(avg27/avg28)
+
+
+def estimate_m_eff_24(a):
+    'm_eff(24) from the averages <C(24)>, <C(25)>.'
+    avg28 = a[0]
+    avg29 = a[1]
+    return torch.log(avg28/avg29)
+
+
+def estimate_m_eff_25(a):
+    'm_eff(25) from the averages <C(25)>, <C(26)>.'
+    avg29 = a[0]
+    avg30 = a[1]
+    return torch.log(avg29/avg30)
+
+
+def estimate_m_eff_26(a):
+    'm_eff(26) from the averages <C(26)>, <C(27)>.'
+    avg30 = a[0]
+    avg31 = a[1]
+    return torch.log(avg30/avg31)
+
+
+def estimate_m_eff_27(a):
+    'm_eff(27) from the averages <C(27)>, <C(28)>.'
+    avg31 = a[0]
+    avg32 = a[1]
+    return torch.log(avg31/avg32)
+
+
+def estimate_m_eff_28(a):
+    'm_eff(28) from the averages <C(28)>, <C(29)>.'
+    avg32 = a[0]
+    avg33 = a[1]
+    return torch.log(avg32/avg33)
+
+
+def estimate_m_eff_29(a):
+    'm_eff(29) from the averages <C(29)>, <C(30)>.'
+    avg33 = a[0]
+    avg34 = a[1]
+    return torch.log(avg33/avg34)
+
+
+def estimate_m_eff_30(a):
+    'm_eff(30) from the averages <C(30)>, <C(31)>.'
+    avg34 = a[0]
+    avg35 = a[1]
+    return torch.log(avg34/avg35)
+
+
+def estimate_m_eff_31(a):
+    'm_eff(31) from the averages <C(0)>, <C(31)>.'
+    avg4 = a[0]
+    avg35 = a[1]
+    return torch.log(avg35/avg4)
+
+
+def estimate_xi2(a):
+    'xi2 from the averages <G0>, <G1>.'
+    avg36 = a[0]
+    avg37 = a[1]
+    return 5.101148618689164*torch.sqrt(avg36/avg37 - 1)
+
+
 ESTIMATES = {
     'chi2': (('<M^2>', '<M>'), estimate_chi2),
     'chi2_abs': (('<M^2>', '<abs(M)>'), estimate_chi2_abs),
     'U_L': (('<M^2>', '<M^4>'), estimate_U_L),
+    'm_eff(0)': (('<C(0)>', '<C(1)>'), estimate_m_eff_0),
+    'm_eff(1)': (('<C(1)>', '<C(2)>'), estimate_m_eff_1),
+    'm_eff(2)': (('<C(2)>', '<C(3)>'), estimate_m_eff_2),
+    'm_eff(3)': (('<C(3)>', '<C(4)>'), estimate_m_eff_3),
+    'm_eff(4)': (('<C(4)>', '<C(5)>'), estimate_m_eff_4),
+    'm_eff(5)': (('<C(5)>', '<C(6)>'), estimate_m_eff_5),
+    'm_eff(6)': (('<C(6)>', '<C(7)>'), estimate_m_eff_6),
+    'm_eff(7)': (('<C(7)>', '<C(8)>'), estimate_m_eff_7),
+    'm_eff(8)': (('<C(8)>', '<C(9)>'), estimate_m_eff_8),
+    'm_eff(9)': (('<C(9)>', '<C(10)>'), estimate_m_eff_9),
+    'm_eff(10)': (('<C(10)>', '<C(11)>'), estimate_m_eff_10),
+    'm_eff(11)': (('<C(11)>', '<C(12)>'), estimate_m_eff_11),
+    'm_eff(12)': (('<C(12)>', '<C(13)>'), estimate_m_eff_12),
+    'm_eff(13)': (('<C(13)>', '<C(14)>'), estimate_m_eff_13),
+    'm_eff(14)': (('<C(14)>', '<C(15)>'), estimate_m_eff_14),
+    'm_eff(15)': (('<C(15)>', '<C(16)>'), estimate_m_eff_15),
+    'm_eff(16)': (('<C(16)>', '<C(17)>'), estimate_m_eff_16),
+    'm_eff(17)': (('<C(17)>', '<C(18)>'), estimate_m_eff_17),
+    'm_eff(18)': (('<C(18)>', '<C(19)>'), estimate_m_eff_18),
+    'm_eff(19)': (('<C(19)>', '<C(20)>'), estimate_m_eff_19),
+    'm_eff(20)': (('<C(20)>', '<C(21)>'), estimate_m_eff_20),
+    'm_eff(21)': (('<C(21)>', '<C(22)>'), estimate_m_eff_21),
+    'm_eff(22)': (('<C(22)>', '<C(23)>'), estimate_m_eff_22),
+    'm_eff(23)': (('<C(23)>', '<C(24)>'), estimate_m_eff_23),
+    'm_eff(24)': (('<C(24)>', '<C(25)>'), estimate_m_eff_24),
+    'm_eff(25)': (('<C(25)>', '<C(26)>'), estimate_m_eff_25),
+    'm_eff(26)': (('<C(26)>', '<C(27)>'), estimate_m_eff_26),
+    'm_eff(27)': (('<C(27)>', '<C(28)>'), estimate_m_eff_27),
+    'm_eff(28)': (('<C(28)>', '<C(29)>'), estimate_m_eff_28),
+    'm_eff(29)': (('<C(29)>', '<C(30)>'), estimate_m_eff_29),
+    'm_eff(30)': (('<C(30)>', '<C(31)>'), estimate_m_eff_30),
+    'm_eff(31)': (('<C(0)>', '<C(31)>'), estimate_m_eff_31),
+    'xi2': (('<G0>', '<G1>'), estimate_xi2),
 }
+
+
+ESTIMATE_VECTORS = {'m_eff': ('m_eff(0)', 'm_eff(1)', 'm_eff(2)', 'm_eff(3)', 'm_eff(4)', 'm_eff(5)', 'm_eff(6)', 'm_eff(7)', 'm_eff(8)', 'm_eff(9)', 'm_eff(10)', 'm_eff(11)', 'm_eff(12)', 'm_eff(13)', 'm_eff(14)', 'm_eff(15)', 'm_eff(16)', 'm_eff(17)', 'm_eff(18)', 'm_eff(19)', 'm_eff(20)', 'm_eff(21)', 'm_eff(22)', 'm_eff(23)', 'm_eff(24)', 'm_eff(25)', 'm_eff(26)', 'm_eff(27)', 'm_eff(28)', 'm_eff(29)', 'm_eff(30)', 'm_eff(31)')}
 
 def symmetry_0(cfg):
     'The global symmetry phi -> -phi.'
