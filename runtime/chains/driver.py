@@ -159,22 +159,19 @@ class _Run:
     def loop(self, progress: bool, label: str) -> None:
         p = self.plan
         total = p.warmup + p.n * p.every
-        warm_chunk = p.block_for(1) * p.every
-        self.buffer = None
+        self.warm_chunk = p.block_for(1) * p.every      # warm-up checkpoints: as many steps
         phi = self.kernel.fields(self.state)
         self.block = p.block_for(phi[0].numel() * phi.element_size())
         sync = getattr(self.kernel, "sync_every", 1)   # blocks hold whole pieces of a kernel's
         self.block = max(sync, self.block - self.block % sync)  # own synchronisation
-        averaged = tuple(getattr(self.kernel, "averaged", ()))
-        sums: dict = {}
+        self.buffer, self.sums = None, {}
         bar = tqdm(total=total, initial=self.t, disable=not progress, desc=label, unit="step")
         with bar:
-            tick = time.perf_counter()
+            self.tick = time.perf_counter()
             while self.t < total and self.stopped is None:
                 if self.t >= p.warmup and hasattr(self.kernel, "advance_block"):
                     self.advance_block(bar)
-                    now = time.perf_counter()
-                    self.seconds, tick = self.seconds + now - tick, now
+                    self.clock()
                     continue
                 warm = self.t < p.warmup
                 params = self.adaptation.params(self.astate) if warm else self.final
@@ -182,31 +179,44 @@ class _Run:
                 self.t += 1
                 bar.update(1)
                 if warm:
-                    self.astate = self.adaptation.update(self.astate, info)
-                    if self.t == p.warmup:
-                        self.final = self.adaptation.final(self.astate)
-                    if self.t % p.every == 0 or self.t == p.warmup:
-                        self.between_configs(0)
-                    if self.t % warm_chunk == 0 or self.t == p.warmup:
-                        self.reset_bad(may_stop=False)
-                        self.save()
-                        tick = time.perf_counter()
-                    continue
-                for name in averaged:
-                    sums[name] = sums.get(name, 0) + info[name]
-                j = self.t - p.warmup
-                if j % p.every:
-                    continue
-                k = j // p.every - 1                    # this kept configuration's index
-                if averaged:
-                    info = {**info, **{name: v / p.every for name, v in sums.items()}}
-                    sums = {}
-                self.keep(k, info, params)
-                self.between_configs(k)
-                if (k + 1) % self.block == 0 or k + 1 == p.n:
-                    self.flush(k + 1)
-                    now = time.perf_counter()
-                    self.seconds, tick = self.seconds + now - tick, now
+                    self.after_warm_step(info)
+                else:
+                    self.after_step(info, params)
+
+    def clock(self) -> None:
+        now = time.perf_counter()
+        self.seconds, self.tick = self.seconds + now - self.tick, now
+
+    def after_warm_step(self, info: dict) -> None:
+        p = self.plan
+        self.astate = self.adaptation.update(self.astate, info)
+        if self.t == p.warmup:
+            self.final = self.adaptation.final(self.astate)
+        if self.t % p.every == 0 or self.t == p.warmup:
+            self.between_configs(0)
+        if self.t % self.warm_chunk == 0 or self.t == p.warmup:
+            self.reset_bad(may_stop=False)
+            self.save()
+            self.tick = time.perf_counter()      # production time starts here
+
+    def after_step(self, info: dict, params: dict) -> None:
+        """Production: keep every `every`-th state (with `averaged` info over its steps), flush
+        full blocks."""
+        p = self.plan
+        for name in getattr(self.kernel, "averaged", ()):
+            self.sums[name] = self.sums.get(name, 0) + info[name]
+        j = self.t - p.warmup
+        if j % p.every:
+            return
+        k = j // p.every - 1                    # this kept configuration's index
+        if self.sums:
+            info = {**info, **{name: v / p.every for name, v in self.sums.items()}}
+            self.sums = {}
+        self.keep(k, info, params)
+        self.between_configs(k)
+        if (k + 1) % self.block == 0 or k + 1 == p.n:
+            self.flush(k + 1)
+            self.clock()
 
     def advance_block(self, bar) -> None:
         """A kernel with its own per-chain clocks (complex Langevin) makes a whole block of kept
