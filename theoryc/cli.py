@@ -62,11 +62,6 @@ def parse_sets(values) -> dict:
     return out
 
 
-def torch_dtype(name: str):
-    import torch
-    return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
 def pick_device(name: str) -> str:
     import torch
     if name == "cuda" and not torch.cuda.is_available():
