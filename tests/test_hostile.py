@@ -103,6 +103,7 @@ CASES: dict[str, Expect] = {
     "estimate_backslash_continuation": Expect("ok", same_as_M2("e", factor=2.0)),
     "symmetry_triple_quote": Expect("ok"),
     "symmetry_two_fields_quotes": Expect("ok"),
+    "symmetry_triple_quote_runs": Expect("ok"),
     "observable_action_param_triple_quote": Expect("ok", lambda s: close(est(s, "chi"), 4 * obs(s, "M2"), 1e-9)),
     "schedule_triple_quote": Expect("ok"),
     "quotes_backslashes_everywhere": Expect("ok", lambda s: close(est(s, "chi"), 4 * obs(s, "M2"), 1e-9)),
