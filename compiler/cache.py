@@ -117,7 +117,8 @@ def fetch(key: str) -> str | None:
 def read_entry(path: Path) -> str | None:
     """An entry's text, read without following a symbolic link; None for a missing, foreign,
     oversized or undecodable file."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: opening a FIFO planted under the entry's name must not wait for a writer
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:

@@ -522,7 +522,6 @@ def test_entry_with_a_valid_checksum_but_foreign_code_is_never_imported(tmp_path
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING + " (today: read_entry's os.open blocks on the FIFO)")
 def test_fifo_under_the_cache_name_does_not_hang(tmp_path, cached):
     """A named pipe under an entry's name: opening it for reading must not wait for a writer."""
     source, module = cached
