@@ -20,6 +20,7 @@ import dataclasses
 import torch
 
 from theoryc.runtime.io.modelfile import theory_fingerprint
+from theoryc.runtime.models.circular import ANGLE_ARCHS, angle_model, angle_model_from_settings
 from theoryc.runtime.models.flow import build_flow, flow_from_settings
 from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, theory_digest, train
 from theoryc.runtime.models.van import VAN, is_spin_flip, van_from_settings
@@ -34,7 +35,7 @@ def model_kind(theory) -> str:
     kinds = set(theory.field_kinds)
     if kinds == {"spin"}:
         return "van"
-    if kinds == {"real"}:
+    if kinds == {"real"} or kinds == {"angle"}:     # angles: a torus flow (circular.py)
         return "flow"
     raise ValueError(f"cannot train a flow on mixed field kinds {sorted(kinds)}")
 
@@ -49,6 +50,9 @@ def build_model(theory, *, device=None, dtype=None, z2=None, **arch):
     if getattr(theory, "is_complex", False):
         raise ValueError("reverse-KL training needs a real action (this theory is complex)")
     shape = tuple(theory.shape)
+    if set(theory.field_kinds) == {"angle"}:
+        return angle_model(theory, device=device, dtype=dtype,
+                           **{**FLOW_DEFAULTS, **{k: v for k, v in arch.items() if v is not None}})
     if model_kind(theory) == "flow":
         settings = {**FLOW_DEFAULTS, **{k: v for k, v in arch.items() if v is not None}}
         return build_flow(shape, device=device, dtype=dtype, **settings)
@@ -172,6 +176,9 @@ def flow_from_file(payload: dict, device=None, dtype=None):
     if dtype is None:
         dtype = next(v.dtype for v in state.values() if v.is_floating_point())
     builders = {"flow": flow_from_settings, "van": van_from_settings}
-    model = builders[payload["kind"]](payload["settings"], device=device, dtype=dtype)
+    builder = builders[payload["kind"]]
+    if payload["settings"].get("arch") in ANGLE_ARCHS:
+        builder = angle_model_from_settings
+    model = builder(payload["settings"], device=device, dtype=dtype)
     model.load_state_dict(state)
     return model.eval()

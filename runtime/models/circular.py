@@ -1,0 +1,210 @@
+"""Flows on the torus for angle fields: coupling layers whose elementwise maps are bijections of
+the circle (Rezende et al. 2002.02428).
+
+The circle map is a mixture of non-compact projections (NCP). One NCP with fixed point beta is
+the lift F(u) = u + h(u), h(u) = 2 atan2(alpha sin(v/2), cos(v/2)) - v, v = wrap(u - beta):
+strictly increasing, F(u + 2 pi) = F(u) + 2 pi, so it is a degree-one homeomorphism of the circle
+(h vanishes at v = +-pi, so it is continuous across the cut). A convex combination of such lifts
+is again one; a rotation by `shift` follows. Hence, per site,
+    theta' = wrap(theta + sum_k rho_k h_k(theta) + shift),
+    d theta'/d theta = sum_k rho_k alpha_k / (cos^2(v_k/2) + alpha_k^2 sin^2(v_k/2)) > 0,
+exactly, and the log-det of a coupling layer is the sum of its logarithm over the active sites.
+atan2 rather than atan(alpha tan(v/2)): the same value on (-pi, pi), smooth at v = +-pi where tan
+(and its autograd) blow up.
+
+Coupling layers freeze the sites of one parity (checkerboard) and feed (cos, sin) of the frozen
+angles (zero on active sites, so nothing of an active angle leaks in) to a periodic CNN, which
+returns the mixture's parameters per active site. The prior is uniform on the torus; the last
+conv layer is zero, so an untrained flow is the identity (alpha = 1, shift = 0): q = uniform.
+The inverse of a circle map is bisection on its lift, then one Newton step that carries the
+implicit-function gradient (forward-KL training on data).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from theoryc.runtime.models.flow import _conv_net, checkerboard
+
+Tensor = torch.Tensor
+TWO_PI = 2 * math.pi
+ANGLE_ARCHS = ("circular_coupling", "gauge_coupling")
+ALPHA_BOUND = 3.0     # |log alpha| <= 3: a component may sharpen a site's density ~ e^3 fold
+
+
+def wrap(theta: Tensor) -> Tensor:
+    """The representative in [-pi, pi)."""
+    return torch.remainder(theta + math.pi, TWO_PI) - math.pi
+
+
+def circle_params(raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(log alpha, beta, mixture logits, shift) from raw net outputs (..., 3K + 1)."""
+    k = (raw.shape[-1] - 1) // 3
+    log_alpha = ALPHA_BOUND * torch.tanh(raw[..., :k] / ALPHA_BOUND)
+    return log_alpha, raw[..., k:2 * k], raw[..., 2 * k:3 * k], raw[..., -1]
+
+
+def _lift(u: Tensor, params) -> tuple[Tensor, Tensor]:
+    """(F(u), F'(u)) of the NCP mixture plus rotation; params as from `circle_params`."""
+    log_alpha, beta, logits, shift = params
+    alpha = log_alpha.exp()
+    rho = torch.softmax(logits, dim=-1)
+    v = wrap(u[..., None] - beta)
+    half_sin, half_cos = torch.sin(v / 2), torch.cos(v / 2)
+    h = 2 * torch.atan2(alpha * half_sin, half_cos) - v
+    slope = alpha / (half_cos**2 + alpha**2 * half_sin**2)
+    return u + (rho * h).sum(-1) + shift, (rho * slope).sum(-1)
+
+
+def circle_map(theta: Tensor, params) -> tuple[Tensor, Tensor]:
+    """theta -> (theta' in [-pi, pi), log d theta'/d theta), elementwise."""
+    f, slope = _lift(theta, params)
+    return wrap(f), slope.log()
+
+
+def circle_map_inverse(y: Tensor, params) -> tuple[Tensor, Tensor]:
+    """The inverse of `circle_map`: (theta in [-pi, pi), log d theta/d y)."""
+    iterations = 60 if y.dtype == torch.float32 else 110
+    with torch.no_grad():
+        lo = torch.full_like(y, -math.pi)
+        start = _lift(lo, params)[0]
+        target = start + torch.remainder(y - start, TWO_PI)     # the lift's value in [F(-pi), F(pi))
+        hi = torch.full_like(y, math.pi)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            below = _lift(mid, params)[0] < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        u0 = 0.5 * (lo + hi)
+    f, slope = _lift(u0, params)
+    u = u0 - (f - target) / slope          # value unchanged; gradient of the implicit function
+    return wrap(u), -_lift(u, params)[1].log()
+
+
+class CircularCoupling(nn.Module):
+    """Active sites (mask 0) move by a circle map conditioned on the frozen ones (mask 1).
+    Works on (batch, n_fields, *lattice); every field shares the site mask."""
+
+    def __init__(self, net: nn.Module, mask: Tensor, n_fields: int):
+        super().__init__()
+        self.net, self.n_fields = net, n_fields
+        self.register_buffer("mask", mask)
+
+    def _params(self, frozen: Tensor):
+        feats = torch.cat([torch.cos(frozen) * self.mask, torch.sin(frozen) * self.mask], dim=1)
+        raw = self.net(feats)                                   # (batch, n_fields*(3K+1), *lat)
+        raw = raw.reshape(raw.shape[0], self.n_fields, -1, *raw.shape[2:]).movedim(2, -1)
+        return circle_params(raw)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        y, log_slope = circle_map(z, self._params(z))
+        active = 1 - self.mask
+        return self.mask * z + active * y, (active * log_slope).flatten(1).sum(1)
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, log_slope = circle_map_inverse(x, self._params(x))
+        active = 1 - self.mask
+        return self.mask * x + active * z, (active * log_slope).flatten(1).sum(1)
+
+
+class TorusFlow(nn.Module):
+    """A stack of angle-space bijections from the uniform distribution on the torus to
+    configurations of shape `shape` (values in [-pi, pi)). `settings` rebuilds it."""
+
+    kind = "flow"
+
+    def __init__(self, layers: list[nn.Module], shape: tuple[int, ...], settings: dict):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.shape = tuple(shape)
+        self.settings = dict(settings)
+        self.meta: dict = {}
+        self.register_buffer("_ref", torch.zeros(()))
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        return torch.full(z.shape[:1], -math.log(TWO_PI) * math.prod(self.shape),
+                          dtype=z.dtype, device=z.device)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Push prior samples through the flow: returns (x, log q(x))."""
+        log_q = self.prior_log_prob(z)
+        x = z
+        for layer in self.layers:
+            x, log_det = layer(x)
+            log_q = log_q - log_det
+        return x, log_q
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        z = x
+        for layer in reversed(self.layers):
+            z, ld = layer.inverse(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z, log_det = self.inverse(wrap(x))
+        return self.prior_log_prob(z) + log_det
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """n configurations and their exact log q; differentiable (reparameterised)."""
+        u = torch.rand((n, *self.shape), generator=generator, device=self._ref.device,
+                       dtype=self._ref.dtype)
+        return self((2 * u - 1) * math.pi)
+
+
+def build_torus_flow(shape: tuple[int, ...], *, n_layers: int = 16, hidden: int = 16,
+                     depth: int = 2, kernel: int = 3, components: int = 6, device=None,
+                     dtype=None) -> TorusFlow:
+    """A circular coupling flow for angle configurations of shape (n_fields, *lattice), lattices
+    of dimension 1-3: n_layers checkerboard layers of alternating parity, each conditioned by a
+    periodic CNN (`depth` hidden layers of `hidden` channels) and a mixture of `components` NCPs."""
+    shape = tuple(int(s) for s in shape)
+    n_fields, lattice = shape[0], shape[1:]
+    if not 1 <= len(lattice) <= 3:
+        raise ValueError(f"torus flows support lattices of dimension 1-3, not {len(lattice)}")
+    if kernel % 2 != 1:
+        raise ValueError(f"kernel must be odd (got {kernel}) so the convolution is centred")
+    dtype = dtype or torch.get_default_dtype()
+    layers = []
+    for i in range(n_layers):
+        net = _conv_net(len(lattice), 2 * n_fields, hidden, depth, kernel)
+        _resize_last(net, n_fields * (3 * components + 1))
+        layers.append(CircularCoupling(net, checkerboard(lattice, i % 2, dtype=dtype), n_fields))
+    settings = dict(arch="circular_coupling", shape=list(shape), n_layers=n_layers, hidden=hidden,
+                    depth=depth, kernel=kernel, components=components)
+    return TorusFlow(layers, shape, settings).to(device=device, dtype=dtype)
+
+
+def _resize_last(net: nn.Sequential, out_channels: int) -> None:
+    """Replace the net's last conv by a zero one with `out_channels` outputs (identity start)."""
+    last = net[-1]
+    new = type(last)(last.in_channels, out_channels, last.kernel_size, padding=last.padding,
+                     padding_mode=last.padding_mode)
+    nn.init.zeros_(new.weight)
+    nn.init.zeros_(new.bias)
+    net[-1] = new
+
+
+def angle_model(theory, *, n_layers=16, hidden=16, depth=2, kernel=3, components=6,
+                device=None, dtype=None, **_ignored):
+    """The flow for a theory of angle fields: the gauge-equivariant plaquette flow for a 2-d
+    `gauge` link field whose lattice sides are multiples of 4, else the circular coupling flow
+    (exact after independent Metropolis either way; only the first respects gauge symmetry)."""
+    from theoryc.runtime.models.gauge_flow import build_gauge_flow, gauge_flow_fits
+    arch = dict(n_layers=n_layers, hidden=hidden, depth=depth, kernel=kernel,
+                components=components, device=device, dtype=dtype)
+    if gauge_flow_fits(theory):
+        return build_gauge_flow(tuple(theory.shape), **arch)
+    return build_torus_flow(tuple(theory.shape), **arch)
+
+
+def angle_model_from_settings(settings: dict, device=None, dtype=None):
+    """Rebuild an (untrained) angle flow from the settings a saved model carries."""
+    keys = ("n_layers", "hidden", "depth", "kernel", "components")
+    arch = {k: settings[k] for k in keys}
+    if settings["arch"] == "gauge_coupling":
+        from theoryc.runtime.models.gauge_flow import build_gauge_flow
+        return build_gauge_flow(tuple(settings["shape"]), **arch, device=device, dtype=dtype)
+    return build_torus_flow(tuple(settings["shape"]), **arch, device=device, dtype=dtype)

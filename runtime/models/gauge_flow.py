@@ -1,0 +1,102 @@
+"""The gauge-equivariant U(1) flow of Kanwar et al. (PRL 125 (2020) 121601, 2003.06413) for a 2-d
+`gauge` link field: configurations (batch, 2, L0, L1), component mu = the link A(x, mu).
+
+The plaquette P(x) = A(x, 0) + A(x + e0, 1) - A(x + e1, 0) - A(x, 1) is gauge invariant. A
+coupling layer with stripe direction mu and offset o (mu = 0, 1; o = 0..3; lattice side along mu
+a multiple of 4) sorts plaquettes by x_mu mod 4:
+  active  x_mu = o:          transformed, P -> f(P | frozen) by a circle map (circular.py);
+  frozen  x_mu = o + 1, o + 2: unchanged, the conditioner's input ((cos, sin) through a CNN);
+  passive x_mu = o + 3:      change as a consequence.
+The links updated are A(x, nu) (nu != mu) with x_mu = o: each occurs in exactly one active
+plaquette, P(x), with coefficient c = -1 (nu = 1) or +1 (nu = 0), and in a passive one, and in
+no frozen one. A(x, nu) -> A(x, nu) + c (f(P) - P) makes the active plaquette exactly f(P); the
+Jacobian is triangular with diagonal f'(P), so log det = sum over active plaquettes of log f'.
+The prior is uniform (Haar) on every link and the layers see plaquettes only, so a gauge
+transformation of the input transforms the output alike with the same log-det: q is gauge
+invariant (tests/test_torus_flows.py checks it). 16 layers cycle through the 8 (mu, o) masks twice.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from theoryc.runtime.models.circular import (TorusFlow, _resize_last, circle_map,
+                                             circle_map_inverse, circle_params, wrap)
+from theoryc.runtime.models.flow import _conv_net
+
+Tensor = torch.Tensor
+
+
+def plaquette(links: Tensor) -> Tensor:
+    """P(x) for links (batch, 2, L0, L1) -> (batch, L0, L1)."""
+    a0, a1 = links[:, 0], links[:, 1]
+    return a0 + torch.roll(a1, -1, dims=1) - torch.roll(a0, -1, dims=2) - a1
+
+
+def gauge_transform(links: Tensor, alpha: Tensor) -> Tensor:
+    """A(x, mu) -> A(x, mu) + alpha(x) - alpha(x + mu), alpha (batch, L0, L1)."""
+    return torch.stack([links[:, 0] + alpha - torch.roll(alpha, -1, dims=1),
+                        links[:, 1] + alpha - torch.roll(alpha, -1, dims=2)], dim=1)
+
+
+def stripes(lattice: tuple[int, int], mu: int, offsets, dtype=None) -> Tensor:
+    """1 on sites with x_mu mod 4 in offsets, else 0; shape `lattice`."""
+    coord = torch.arange(lattice[mu]).view([-1 if d == mu else 1 for d in range(2)])
+    hit = sum((coord % 4 == (o % 4)).to(torch.int64) for o in offsets).bool()
+    return hit.expand(*lattice).to(dtype or torch.get_default_dtype())
+
+
+class PlaquetteCoupling(nn.Module):
+    def __init__(self, net: nn.Module, lattice: tuple[int, int], mu: int, offset: int, dtype):
+        super().__init__()
+        self.net, self.nu = net, 1 - mu
+        self.sign = -1.0 if self.nu == 1 else 1.0          # coefficient of A(x, nu) in P(x)
+        self.register_buffer("active", stripes(lattice, mu, [offset], dtype))
+        self.register_buffer("frozen", stripes(lattice, mu, [offset + 1, offset + 2], dtype))
+
+    def _params(self, plaq: Tensor):
+        feats = torch.stack([torch.cos(plaq), torch.sin(plaq)], dim=1) * self.frozen
+        return circle_params(self.net(feats).movedim(1, -1))      # (batch, L0, L1, 3K+1)
+
+    def _update(self, links: Tensor, delta: Tensor) -> Tensor:
+        change = torch.zeros_like(links)
+        change[:, self.nu] = self.sign * self.active * delta
+        return wrap(links + change)
+
+    def forward(self, links: Tensor) -> tuple[Tensor, Tensor]:
+        plaq = wrap(plaquette(links))
+        new, log_slope = circle_map(plaq, self._params(plaq))
+        return (self._update(links, new - plaq),
+                (self.active * log_slope).flatten(1).sum(1))
+
+    def inverse(self, links: Tensor) -> tuple[Tensor, Tensor]:
+        plaq = wrap(plaquette(links))          # frozen plaquettes are those of the input
+        old, log_slope = circle_map_inverse(plaq, self._params(plaq))
+        return (self._update(links, old - plaq),
+                (self.active * log_slope).flatten(1).sum(1))
+
+
+def gauge_flow_fits(theory) -> bool:
+    """A theory of one 2-d `gauge` link field with sides multiple of 4 (the masks' period)."""
+    shape = tuple(theory.shape)
+    return (len(getattr(theory, "gauge", ())) == 1 and len(theory.field_names) == 2
+            and len(shape) == 3 and shape[0] == 2 and shape[1] % 4 == 0 and shape[2] % 4 == 0)
+
+
+def build_gauge_flow(shape: tuple[int, ...], *, n_layers: int = 16, hidden: int = 16,
+                     depth: int = 2, kernel: int = 3, components: int = 6, device=None,
+                     dtype=None) -> TorusFlow:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or shape[0] != 2 or shape[1] % 4 or shape[2] % 4:
+        raise ValueError(f"the gauge-equivariant flow needs 2-d links (2, L0, L1) with sides "
+                         f"multiple of 4, not {shape}")
+    dtype = dtype or torch.get_default_dtype()
+    layers = []
+    for i in range(n_layers):
+        mu, offset = i % 2, (i // 2) % 4
+        net = _conv_net(2, 2, hidden, depth, kernel)
+        _resize_last(net, 3 * components + 1)
+        layers.append(PlaquetteCoupling(net, shape[1:], mu, offset, dtype))
+    settings = dict(arch="gauge_coupling", shape=list(shape), n_layers=n_layers, hidden=hidden,
+                    depth=depth, kernel=kernel, components=components)
+    return TorusFlow(layers, shape, settings).to(device=device, dtype=dtype)
