@@ -25,16 +25,20 @@ observable C(t)  = mean(x)[ phi(x) * sum(r in 0..L-1)[ phi(x + t*e0 + r*e1) ] ]
 """
 
 
-def per_call(fn, repeats: int) -> float:
-    """Best of 5 blocks of `repeats` calls, in seconds per call."""
-    for _ in range(3):
-        fn()
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeats):
+def per_call(fns: dict, repeats: int, rounds: int = 9) -> dict:
+    """Seconds per call of each function: the best of `rounds` blocks of `repeats` calls, the
+    functions' blocks interleaved round by round (a machine shared with other work slows all of
+    them alike instead of whichever happened to run at the time)."""
+    for fn in fns.values():
+        for _ in range(3):
             fn()
-        best = min(best, (time.perf_counter() - start) / repeats)
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
     return best
 
 
@@ -52,7 +56,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -62,9 +66,9 @@ def main():
                       dtype=dtype)
     tol = 1e-3 if dtype == torch.float32 else 1e-10
     assert torch.allclose(only.observables(phi)["C"], correlator_by_hand(phi), rtol=tol, atol=tol)
-    t_force = per_call(lambda: shipped.force(phi), args.repeats)
-    t_c = per_call(lambda: only.observables(phi), args.repeats)
-    t_all = per_call(lambda: shipped.observables(phi), args.repeats)
+    times = per_call({"force": lambda: shipped.force(phi), "C": lambda: only.observables(phi),
+                      "all": lambda: shipped.observables(phi)}, args.repeats)
+    t_force, t_c, t_all = times["force"], times["C"], times["all"]
     print(f"phi4_2d {args.L}x{args.L}, batch {args.batch}, {args.dtype}, "
           f"{torch.get_num_threads()} thread(s)")
     print(f"  force                   {t_force * 1e3:8.2f} ms/call")

@@ -286,7 +286,7 @@ def test_phi4_2d_action_observables_and_estimates_by_hand():
     expected = -2 * 0.3 * hop + ((1 - 2 * 0.1) * phi**2 + 0.1 * phi**4).sum((1, 2))
     torch.testing.assert_close(theory.action(cfg), expected, rtol=1e-13, atol=1e-13)
     obs = theory.observables(cfg)
-    assert list(obs) == ["M", "phi2"]
+    assert list(obs) == ["M", "phi2", "C", "G0", "G1"]   # the correlators: test_correlators.py
     torch.testing.assert_close(obs["M"], phi.mean((1, 2)), rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(obs["phi2"], (phi**2).mean((1, 2)), rtol=1e-14, atol=1e-14)
     inputs = theory.estimate_inputs(obs)

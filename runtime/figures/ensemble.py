@@ -186,7 +186,7 @@ def _scalar_row(row, name: str, v: np.ndarray, max_lag, log_weights) -> None:
 
 def _correlator_row(row, name: str, c: np.ndarray, log_weights) -> None:
     """C(t) on a log scale with Gamma-method error bars (negative values as |C|, open); the
-    effective mass log(C(t)/C(t+1)) with its plateau (runtime/stats/correlators.py: the rule
+    effective mass log(C(t)/C(t+1)) where its error is below its size, with its plateau (runtime/stats/correlators.py: the rule
     and the fit); tau_int of each component."""
     if np.iscomplexobj(c):
         c, name = c.real, f"Re {name}"
@@ -211,8 +211,10 @@ def _correlator_row(row, name: str, c: np.ndarray, log_weights) -> None:
     ax = row[1]
     m = np.array([r.mean for r in masses])
     e = np.array([r.error for r in masses])
-    shown = np.isfinite(m) & np.isfinite(e)
+    shown = np.isfinite(m) & np.isfinite(e) & (e < np.abs(m))   # determined: signal over noise
     ax.errorbar(t[:-1][shown], m[shown], e[shown], fmt="o", ms=3, capsize=2, color="C1")
+    if c.shape[-1] >= 4:      # the first half: a periodic correlator's second half mirrors it
+        ax.set_xlim(-0.5, c.shape[-1] / 2)
     fit = plateau(c, lw, masses)
     title = "effective mass log(C(t)/C(t+1))"
     if fit is not None:

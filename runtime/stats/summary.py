@@ -180,9 +180,9 @@ def format_summary(summary: dict) -> str:
 
 def format_components(r: dict) -> list[str]:
     """The rows of a vector's table: index, value (to its error's digits), error, tau_int."""
-    rows = [f"  {'index':>6} {'value':>22} {'error':>12} {'tau_int':>8}"]
+    rows = [f"  {'index':>6} {'value':>22} {'error':>16} {'tau_int':>8}"]
     for i, mean, error, tau in zip(r["index"], r["mean"], r["error"], r["tau_int"]):
-        rows.append(f"  {i!s:>6} {_plain_value(mean, error):>22} {_plain_error(error):>12} "
+        rows.append(f"  {i!s:>6} {_plain_value(mean, error):>22} {_plain_error(error):>16} "
                     f"{format_tau(tau):>8}")
     return rows
 
