@@ -126,3 +126,15 @@ def test_vector_of_wrong_shape_is_refused(tmp_path, theory):
     run = theoryc.sample(theory, "hmc", n=5, chains=2, seed=1)
     with pytest.raises(ValueError, match="expected"):
         write_ensemble(tmp_path / "x.h5", run, {"C": torch.zeros(2, 4, L)})
+
+
+def test_plot_of_observables_whose_every_chain_ran_away(tmp_path, ensemble):
+    """A row whose every chain holds a NaN or inf says so instead of failing the whole figure."""
+    from theoryc.runtime.figures.ensemble import plot_ensemble
+    obs = dict(read_ensemble(ensemble, configs=False).observables)
+    obs["C"] = obs["C"].copy()
+    obs["C"][:, 5, 0] = np.nan
+    obs["M"] = obs["M"].copy()
+    obs["M"][:, 3] = np.inf
+    out = plot_ensemble({"observables": obs}, tmp_path / "ran_away.png")
+    assert (tmp_path / "ran_away.png").stat().st_size > 10_000 and out.endswith("ran_away.png")

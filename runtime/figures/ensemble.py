@@ -164,6 +164,8 @@ def observables_figure(series: Mapping[str, np.ndarray], max_lag: int | None = N
 
 def _scalar_row(row, name: str, v: np.ndarray, max_lag, log_weights) -> None:
     finite = np.isfinite(v).all(axis=1)
+    if not finite.any():
+        return _no_finite_chain(row, name)
     v = v[finite]
     chains, n = v.shape
     hist_ax, acf_ax = row[1], row[2]
@@ -191,6 +193,8 @@ def _correlator_row(row, name: str, c: np.ndarray, log_weights) -> None:
     if np.iscomplexobj(c):
         c, name = c.real, f"Re {name}"
     finite = np.isfinite(c).all(axis=(1, 2))
+    if not finite.any():
+        return _no_finite_chain(row, name)
     c = c[finite]
     lw = None if log_weights is None else log_weights[finite]
     stats = [observable_stats(c[..., t], lw) for t in range(c.shape[-1])]
@@ -233,3 +237,11 @@ def _correlator_row(row, name: str, c: np.ndarray, log_weights) -> None:
     ax = row[2]
     ax.plot(t, [s.tau_int for s in stats], marker=".", ms=4)
     ax.set(xlabel="t", ylabel="tau_int", title=f"tau_int of {name}(t)")
+
+
+def _no_finite_chain(row, name: str) -> None:
+    """A row whose every chain holds a NaN or inf (a run that ran away): said, not drawn."""
+    for ax in row:
+        ax.axis("off")
+    row[1].text(0.5, 0.5, f"{name}: every chain holds NaN or inf values", ha="center",
+                va="center", transform=row[1].transAxes)
