@@ -9,7 +9,10 @@ Conventions (DESIGN.md):
 - `action(phi)` is `(batch,)`; `force(phi)` is the gradient dS/dphi, same shape as `phi`
   (HMC: `p -= eps * force(phi)`);
 - `drift(z)` is `-dS/dz`: for a complex action it is holomorphic and is evaluated on complex `z`;
-- `observables(phi)` returns `{name: (batch,)}` in declaration order, real or complex;
+- `observables(phi)` returns `{name: (batch,)}` in declaration order, real or complex, and
+  `(batch, N)` for a vector observable C(t); a compiled theory also has `observable_indices`
+  (name -> (lo, hi) of a vector's index) and `estimate_vectors` (name -> its component estimates
+  'm_eff(0)', ...), which `measure` uses when present (hand-made theories may omit them);
 - every function works on any device and on float32/float64 (complex64/complex128 for complex `z`).
 """
 from __future__ import annotations
