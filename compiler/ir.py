@@ -175,8 +175,8 @@ def prove_invariances(theory, lowerer, symbols, action, values):
             low = plain.lower(node, {} if rng is None else {rng.name: v})
             what = f"observable '{name}'"
             prove_periodic(symbols, low, angles, span, what, values)
-            for base, field in gauge:
-                prove_gauge(symbols, low, base, span, what, field, values)
+            for base, link in gauge:
+                prove_gauge(symbols, low, base, span, what, link, values)
 
 
 def check_defined(low: Lowered, span, what: str):

@@ -759,7 +759,7 @@ class Checker:
 
     def coordinate(self, e: ast.Call, scope: Scope) -> C.Node:
         if scope.where != "observable":
-            fail(e.span, f"pos(...) can only appear in an observable",
+            fail(e.span, "pos(...) can only appear in an observable",
                  "the action is translation invariant; site coordinates are for measuring.")
         if not self.lattice:
             fail(e.span, "a 0-dimensional theory has no sites", "pos(x, k) needs a lattice.")
@@ -842,7 +842,7 @@ class Checker:
         fidx = self.field_index(e.func)
         name = e.func.id
         if not self.lattice:
-            fail(e.span, f"in a 0-dimensional theory a field has no site", f"use it bare: {name}.")
+            fail(e.span, "in a 0-dimensional theory a field has no site", f"use it bare: {name}.")
         if scope.where in ("schedule", "symmetry", "estimate", "average"):
             fail(e.span, f"a field at a site cannot appear in {WHERE[scope.where]}", HINT[scope.where])
         if len(e.args) != 1:

@@ -43,8 +43,8 @@ def test_trajectory_is_reversible():
     gen = torch.Generator().manual_seed(1)
     phi0 = torch.randn((3, *th.shape), generator=gen, dtype=torch.float64)
     p0 = kernel.momenta(phi0, gen)
-    phi1, p1, f1 = kernel.integrate_mass(phi0, p0.clone(), th.force(phi0), 0.1, 10)
-    phi2, p2, _ = kernel.integrate_mass(phi1, -p1, f1, 0.1, 10)
+    phi1, p1, f1 = kernel.trajectory(phi0, p0.clone(), th.force(phi0), 0.1, 10)
+    phi2, p2, _ = kernel.trajectory(phi1, -p1, f1, 0.1, 10)
     torch.testing.assert_close(phi2, phi0, rtol=0, atol=1e-11)
     torch.testing.assert_close(-p2, p0, rtol=0, atol=1e-11)
 

@@ -19,8 +19,7 @@ import math
 import torch
 
 from ..errors import SamplerError
-from .hmc import HMCKernel, HMCState, n_steps_for
-from .moves import per_chain
+from .hmc import HMCKernel
 
 Tensor = torch.Tensor
 
@@ -82,7 +81,8 @@ class FourierHMCKernel(HMCKernel):
     def kinetic(self, p: Tensor) -> Tensor:
         return 0.5 * (p * self.velocity(p)).flatten(1).sum(1).to(torch.float64)
 
-    def integrate_mass(self, phi, p, force, eps: float, n_steps: int):
+    def trajectory(self, phi, p, force, eps: float, n_steps: int):
+        """Leapfrog with the mass: the drift of phi is M^-1 pi."""
         p = torch.add(p, force, alpha=-0.5 * eps)
         phi = phi.clone()
         for i in range(n_steps):
@@ -90,23 +90,3 @@ class FourierHMCKernel(HMCKernel):
             force = self.theory.force(phi)
             p.sub_(force, alpha=eps if i < n_steps - 1 else 0.5 * eps)
         return phi, p, force
-
-    def step(self, state: HMCState, generator: torch.Generator, params: dict):
-        eps = params["step"]
-        n_steps = n_steps_for(self.trajectory_length, eps)
-        phi0 = state.phi
-        p0 = self.momenta(phi0, generator)
-        k0 = self.kinetic(p0)
-        phi1, p1, f1 = self.integrate_mass(phi0, p0, state.force, eps, n_steps)
-        s1 = self.theory.action(phi1).to(torch.float64)
-        dH = torch.nan_to_num((s1 - state.action) + (self.kinetic(p1) - k0), nan=math.inf)
-        u = torch.rand(dH.shape, generator=generator, device=dH.device, dtype=torch.float64)
-        accepted = torch.log(u) < -dH
-        mask = per_chain(accepted, phi1)
-        new = HMCState(torch.where(mask, phi1, phi0), torch.where(accepted, s1, state.action),
-                       torch.where(mask, f1, state.force))
-        return new, {"accept": torch.exp(-dH.clamp(min=0.0)), "accepted": accepted, "dH": dH,
-                     "step_size": eps, "n_steps": n_steps}
-
-
-

@@ -125,11 +125,11 @@ class HMCKernel:
         eps = params["step"]
         n_steps = n_steps_for(self.trajectory_length, eps)
         phi0 = state.phi
-        p0 = torch.randn(phi0.shape, generator=generator, device=phi0.device, dtype=phi0.dtype)
-        k0 = kinetic_energy(p0)
-        phi1, p1, f1 = self.integrate(self.theory, phi0, p0, state.force, eps, n_steps)
+        p0 = self.momenta(phi0, generator)
+        k0 = self.kinetic(p0)
+        phi1, p1, f1 = self.trajectory(phi0, p0, state.force, eps, n_steps)
         s1 = self.theory.action(phi1).to(torch.float64)
-        dH = (s1 - state.action) + (kinetic_energy(p1) - k0)
+        dH = (s1 - state.action) + (self.kinetic(p1) - k0)
         dH = torch.nan_to_num(dH, nan=math.inf)
         u = torch.rand(dH.shape, generator=generator, device=dH.device, dtype=torch.float64)
         accepted = torch.log(u) < -dH
@@ -138,6 +138,16 @@ class HMCKernel:
                        torch.where(mask, f1, state.force))
         return new, {"accept": torch.exp(-dH.clamp(min=0.0)), "accepted": accepted, "dH": dH,
                      "step_size": eps, "n_steps": n_steps}
+
+    # -- the kinetic term (unit mass here; chains/fourier.py puts a mass in momentum space)
+    def momenta(self, like: Tensor, generator) -> Tensor:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def kinetic(self, p: Tensor) -> Tensor:
+        return kinetic_energy(p)
+
+    def trajectory(self, phi, p, force, eps: float, n_steps: int):
+        return self.integrate(self.theory, phi, p, force, eps, n_steps)
 
     # -- what the driver needs besides init/step
     def fields(self, state: HMCState) -> Tensor:
