@@ -401,24 +401,29 @@ def test_complex_quartic_diffusion_and_mcmc_on_the_learnt_energy(work):
     exact = {name: complex(*EXACT["complex_quartic"]["moments"][mu]) for name, mu in (("x2", "mu2"), ("x4", "mu4"))}
     cli("sample", "complex_quartic", "--sampler", "langevin", "--chains", 1000, "--n", 200, "--warmup", 200,
         "--seed", 41, "--quiet", "-o", work / "cq_cl.h5")
-    check_moments(measure(work / "cq_cl.h5"), exact, 0.03, "CL")
+    data = measure(work / "cq_cl.h5")
+    check_moments(data, exact, 0.03, "CL")
     for flavour, extra in (("score", ("--steps", 3000)), ("energy", ("--steps", 20000, "--t-power", 3))):
         cli("train", "complex_quartic", "--model", "diffusion", "--flavour", flavour, *extra,
             "--data", work / "cq_cl.h5", "--seed", 42, "--quiet", "-o", work / f"cq_{flavour}.pt")
         cli("sample", "complex_quartic", "--sampler", "diffusion", "--model", work / f"cq_{flavour}.pt",
             "--n", 100000, "--steps", 300, "--seed", 43, "--quiet", "-o", work / f"cq_{flavour}.h5")
-        check_moments(measure(work / f"cq_{flavour}.h5"), exact, 0.03, flavour)
+        check_moments(measure(work / f"cq_{flavour}.h5"), exact, 0.03, flavour, data=data)
     cli("sample", "complex_quartic", "--sampler", "hmc", "--model", work / "cq_energy.pt", "--chains", 64,
         "--n", 800, "--warmup", 200, "--seed", 44, "--quiet", "-o", work / "cq_mcmc_ebm.h5")
     check_moments(measure(work / "cq_mcmc_ebm.h5"), exact, 0.05, "MCMC-EBM")
 
 
-def check_moments(summary: dict, exact: dict, tolerance: float, label: str):
-    """Re and Im within `tolerance` (relative), and the sample's own error well below it."""
+def check_moments(summary: dict, exact: dict, tolerance: float, label: str, data: dict | None = None):
+    """Re and Im within `tolerance` (relative), and the sample's own error well below it. A model
+    trained on `data` (an ensemble's summary) inherits that ensemble's statistical error, so 3 of
+    its sigmas are allowed on top (the CL ensemble's <x^4> is itself 1.3 sigma, 0.9%, off)."""
     for name, ex in exact.items():
         got, err = value(summary["observables"][name]["mean"]), value(summary["observables"][name]["error"])
         print(f"{label} <{name}> = {got:.4f} +- {err:.4f} (exact {ex:.4f})")
+        inherited = value(data["observables"][name]["error"]) if data is not None else 0j
         for part in ("real", "imag"):
             g, e, x = (getattr(complex(v), part) for v in (got, err, ex))
-            assert abs(g / x - 1) < tolerance, f"{label} {name} {part}: {g} vs {x}"
+            allowed = tolerance * abs(x) + 3 * abs(getattr(complex(inherited), part))
+            assert abs(g - x) < allowed, f"{label} {name} {part}: {g} vs {x}"
             assert e < tolerance * abs(x) / 3, f"{label} {name} {part}: error {e} too large for the check"
