@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import fakes  # noqa: E402
 import fakes_flow  # noqa: E402
 
-from theoryc.runtime.neural_mcmc import sample_flow  # noqa: E402
+from theoryc.runtime.models.sampling import sample_flow  # noqa: E402
 from theoryc.runtime.models.variational import train_flow  # noqa: E402
 
 

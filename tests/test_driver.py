@@ -146,7 +146,7 @@ def test_independent_metropolis_over_a_flow_resumes_bitwise(tmp_path, monkeypatc
     mid-run (mid-batch of proposals) and resumed, it gives the same chain."""
     from theoryc.runtime.chains import independent
     from theoryc.runtime.models.flow import build_flow
-    from theoryc.runtime.neural_mcmc import sample_flow
+    from theoryc.runtime.models.sampling import sample_flow
     theory = fakes.gaussian_0d(mass2=2.0)
     flow = build_flow((1,), dtype=torch.float64)
     kw = dict(seed=3, progress=False, chains=2, batch_size=64)

@@ -7,7 +7,7 @@ import torch
 
 import fakes
 from theoryc.runtime.models.flow import build_flow, checkerboard
-from theoryc.runtime.neural_mcmc import sample_flow
+from theoryc.runtime.models.sampling import sample_flow
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.models import load_model, save_model
 from theoryc.runtime.models.variational import train_flow

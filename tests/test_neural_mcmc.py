@@ -12,7 +12,7 @@ import torch
 
 import fakes
 from theoryc.runtime.models.flow import build_flow
-from theoryc.runtime.neural_mcmc import imh_chain, sample_flow
+from theoryc.runtime.models.sampling import imh_chain, sample_flow
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.stats.reweighting import (expected_imh_acceptance, free_energy, kish_ess,
                                                log_z_estimate)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fakes
-from theoryc.runtime.neural_mcmc import sample_flow
+from theoryc.runtime.models.sampling import sample_flow
 from theoryc.runtime.stats.gamma import gamma_method
 from theoryc.runtime.models.van import VAN, is_spin_flip
 from theoryc.runtime.models import load_model, save_model

@@ -273,14 +273,14 @@ def sample_model(th, sampler, model, n, output, options):
     """`sample` with a trained model: "flow" (a flow or VAN: an exact independent-Metropolis
     chain over its proposals, or with metropolis=False the proposals with log-weights) or
     "diffusion" (n independent configurations from the reverse SDE/ODE). options: those of
-    sample_flow (runtime/neural_mcmc.py) / sample_diffusion (runtime/models/diffusion.py)."""
+    sample_flow (runtime/models/sampling.py) / sample_diffusion (runtime/models/diffusion.py)."""
     import inspect
     from .runtime.errors import SamplerError
     from .runtime.io.ensemble import write_ensemble
     from .runtime.measure import measure_observables
     if sampler == "flow":
         from .runtime.models import FLOW_KINDS as kinds
-        from .runtime.neural_mcmc import sample_flow as draw
+        from .runtime.models.sampling import sample_flow as draw
     else:
         from .runtime.models.diffusion import sample_diffusion as draw
         kinds = ("diffusion",)

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from theoryc.runtime.chains.adaptation import Fixed
-from theoryc.runtime.chains.driver import Plan, run_chains
-from theoryc.runtime.chains.independent import IndependentKernel
-from theoryc.runtime.io.ensemble import SamplerRun
-from theoryc.runtime.stats.reweighting import (as_float64, expected_imh_acceptance, free_energy,
-                                               kish_ess, log_z_estimate)
+from ..chains.adaptation import Fixed
+from ..chains.driver import Plan, run_chains
+from ..chains.independent import IndependentKernel
+from ..io.ensemble import SamplerRun
+from ..stats.reweighting import (as_float64, expected_imh_acceptance, free_energy,
+                                 kish_ess, log_z_estimate)
 
 
 def imh_chain(log_w, uniforms) -> tuple[np.ndarray, np.ndarray]:
