@@ -50,6 +50,11 @@ def estimate_input_series(theory, observables: Mapping[str, np.ndarray]) -> dict
     """
     if not observables:
         return {}
+    missing = [k for k in getattr(theory, "observable_names", ()) if k not in observables]
+    if missing and getattr(theory, "estimates", None):
+        raise SamplerError(f"the ensemble stores no observable {', '.join(map(repr, missing))} of "
+                           f"theory '{theory.name}', which its estimates may need; re-measure it "
+                           f"with 'theoryc measure FILE --theory THEORY'")
     chains, n = np.shape(next(iter(observables.values())))[:2]
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v).reshape(chains * n, *v.shape[2:]))
                for k, v in observables.items()}

@@ -584,8 +584,7 @@ HOSTILE_ENSEMBLES = {
                                      theory_source="theory t\nfield phi : real\naction = phi^2/2 + kapa\n"),
     "theory_source_control_bytes": dict(theory_source="theory t\x1b[2J\x07\x7f\x9b31m\ufffe\nfield phi : real\n"),
 }
-ENSEMBLE_XFAIL = {"missing_observable": "measure: KeyError traceback when the file lacks an observable "
-                                        "its theory's estimates need (runtime/measure.py)"}
+ENSEMBLE_XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=ENSEMBLE_XFAIL[n]))
