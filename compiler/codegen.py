@@ -16,7 +16,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import __version__
 from ..dsl.errors import TheoryError
 from .ir import TheoryIR, channel_kinds, channel_labels
-from .lower import DERIVED, Lowered, to_sympy
+from .lower import DERIVED, Lowered, to_sympy, unwrapped
 
 AXIS_LETTERS = "xyzw"
 MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "coordinate", "OBSERVABLE_INDICES",
@@ -169,7 +169,7 @@ class ModuleWriter:
         for node in sp.preorder_traversal(expr):
             if isinstance(node, (sp.Function, sp.Pow)) and node.free_symbols <= params \
                     and not (isinstance(node, sp.Pow) and node.exp.is_Integer):
-                value = complex(node.xreplace(self.param_numbers).evalf(17))
+                value = complex(unwrapped(node.xreplace(self.param_numbers)).evalf(17))
                 repl[node] = sp.Float(value.real, 17) if value.imag == 0 else \
                     sp.Float(value.real, 17) + sp.I * sp.Float(value.imag, 17)
         return expr.xreplace(repl) if repl else expr

@@ -15,21 +15,15 @@ from ..dsl import checked as C
 from ..dsl.errors import TheoryError
 from .budget import MAX_UNROLLED_TERMS, current
 
-class Wrap(sp.Function):
-    """wrap(a): the representative of an angle in [-pi, pi). Evaluated on numbers only (it is
-    never differentiated: the checker keeps it out of the action)."""
+# wrap(a), the representative of an angle in [-pi, pi): an undefined function for SymPy (it is
+# never differentiated: the checker keeps it out of the action); proofs evaluate it through
+# `unwrapped` and generated code calls support.wrap.
+Wrap = sp.Function("Wrap")
 
-    @classmethod
-    def eval(cls, a):
-        if a.is_number and a.is_real:
-            digits = max(getattr(sp.N(a), "_prec", 53) * 3 // 10, 30)
-            v, two_pi = a.evalf(digits), 2 * sp.pi.evalf(digits)
-            return v - two_pi * sp.floor((v + two_pi / 2) / two_pi)
-        if isinstance(a, sp.Add):            # wrap(a + 2 pi k) = wrap(a)
-            kept = [t for t in a.args if not (t / (2 * sp.pi)).is_integer]
-            if len(kept) < len(a.args):
-                return cls(sp.Add(*kept))
-        return None
+
+def unwrapped(expr: sp.Expr) -> sp.Expr:
+    """expr with every wrap(a) written as a - 2 pi floor(a / (2 pi) + 1/2), which SymPy evaluates."""
+    return expr.replace(Wrap, lambda a: a - 2 * sp.pi * sp.floor(a / (2 * sp.pi) + sp.Rational(1, 2)))
 
 
 FUNCTIONS = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos,

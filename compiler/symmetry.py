@@ -17,7 +17,7 @@ from ..dsl import checked as C
 from ..dsl.errors import TheoryError
 from .budget import expand
 from .derive import field_symbols
-from .lower import Lowered, Lowerer, Symbols, to_sympy
+from .lower import Lowered, Lowerer, Symbols, to_sympy, unwrapped
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def translate_canonical(symbols: Symbols, expr: sp.Expr) -> sp.Expr:
 def numerically_zero(expr: sp.Expr, symbols: Symbols, values: dict) -> bool:
     rng = random.Random(1234)
     subs = {sym: values[name] for name, sym in symbols.params.items() if name in values}
-    expr = expr.xreplace({k: to_sympy(v) for k, v in subs.items()})
+    expr = unwrapped(expr.xreplace({k: to_sympy(v) for k, v in subs.items()}))
     scale = 1.0
     for _ in range(6):
         point = {s: sp.Float(rng.uniform(-1.5, 1.5), 30) for s in expr.free_symbols}

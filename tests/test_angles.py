@@ -137,3 +137,12 @@ action = sum(x)[ kin(x) + h * phi(x)^2 ]
     torch.testing.assert_close(th.action(cfg), expected)
     grad, = torch.autograd.grad(th.action(cfg).sum(), cfg)
     torch.testing.assert_close(th.force(cfg), grad)
+
+
+def test_wrap_of_constants_and_of_shifted_angles():
+    th = theoryc.load_text("theory w\nlattice 4\nfield t : angle\nparam a = 7\naction = -sum(x)[ cos(t(x)) ]\n"
+                           "observable o = wrap(7) + wrap(a)\nobservable p = mean(x)[ wrap(t(x) + 2*pi) ]\n")
+    cfg = random_angles(th.shape, 6)
+    obs = th.observables(cfg)
+    torch.testing.assert_close(obs["o"], torch.full((3,), 2 * (7 - 2 * math.pi), dtype=torch.float64))
+    torch.testing.assert_close(obs["p"], cfg[:, 0].mean(1))
