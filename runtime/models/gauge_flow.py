@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from theoryc.runtime.models.circular import (TorusFlow, _resize_last, circle_map,
-                                             circle_map_inverse, circle_params, wrap)
+                                             circle_map_inverse, circle_params, identity_bias,
+                                             wrap)
 from theoryc.runtime.models.flow import _conv_net
 
 Tensor = torch.Tensor
@@ -56,7 +57,7 @@ class PlaquetteCoupling(nn.Module):
 
     def _params(self, plaq: Tensor):
         feats = torch.stack([torch.cos(plaq), torch.sin(plaq)], dim=1) * self.frozen
-        return circle_params(self.net(feats).movedim(1, -1))      # (batch, L0, L1, 3K+1)
+        return circle_params(self.net(feats).movedim(1, -1))      # (batch, L0, L1, 4K+2)
 
     def _update(self, links: Tensor, delta: Tensor) -> Tensor:
         change = torch.zeros_like(links)
@@ -95,7 +96,7 @@ def build_gauge_flow(shape: tuple[int, ...], *, n_layers: int = 16, hidden: int 
     for i in range(n_layers):
         mu, offset = i % 2, (i // 2) % 4
         net = _conv_net(2, 2, hidden, depth, kernel)
-        _resize_last(net, 3 * components + 1)
+        _resize_last(net, identity_bias(components))
         layers.append(PlaquetteCoupling(net, shape[1:], mu, offset, dtype))
     settings = dict(arch="gauge_coupling", shape=list(shape), n_layers=n_layers, hidden=hidden,
                     depth=depth, kernel=kernel, components=components)

@@ -50,6 +50,8 @@ def build_model(theory, *, device=None, dtype=None, z2=None, **arch):
     if getattr(theory, "is_complex", False):
         raise ValueError("reverse-KL training needs a real action (this theory is complex)")
     shape = tuple(theory.shape)
+    if arch.get("autoregressive") and set(theory.field_kinds) != {"angle"}:
+        raise ValueError("the continuous autoregressive network is for angle fields only")
     if set(theory.field_kinds) == {"angle"}:
         return angle_model(theory, device=device, dtype=dtype,
                            **{**FLOW_DEFAULTS, **{k: v for k, v in arch.items() if v is not None}})
@@ -74,7 +76,7 @@ def _reverse_kl(model, theory, batch_size, gen, multiplier):
     """(loss to differentiate, log weights at multiplier 1 for diagnostics)."""
     x, log_q = model.sample(batch_size, gen)
     action = theory.action(x)
-    if isinstance(model, VAN):
+    if isinstance(model, VAN) or getattr(model, "reinforce", False):   # not reparameterised
         signal = (log_q + multiplier * action).detach()
         loss = ((signal - signal.mean()) * log_q).mean()
     else:
@@ -116,6 +118,7 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
                lr: float | None = None,
                seed: int = 0, device="cpu", dtype=torch.float32,
                n_layers=None, hidden=None, depth=None, kernel=None, scale_bound=None, z2=None,
+               autoregressive: bool = False,
                anneal: float | None = None, grad_clip: float | None = 10.0,
                data: torch.Tensor | None = None, data_weight: float = 1.0,
                reverse_weight: float = 1.0, checkpoint: str | None = None,
@@ -125,7 +128,8 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
 
     Defaults (None): batch_size 64 (flow) / 256 (VAN), lr 1e-3 (flow) / 3e-3 (VAN).
     Architecture (None = default): flow n_layers=16, hidden=16 channels, depth=2 hidden conv
-    layers, kernel=3, scale_bound=1 (tanh bound of log-scales); a single 0-d variable gets
+    layers, kernel=3, scale_bound=1 (tanh bound of log-scales); angle fields get a torus flow
+    (runtime/models/circular.py), or with autoregressive=True a von Mises mixture network; a single 0-d variable gets
     n_layers // 4 monotone maps with `hidden` tanh components. VAN hidden=2 units per spin, depth=2 masked
     layers, z2=None (symmetrise when the theory declares s -> -s).
     anneal: fraction of steps over which the action multiplier ramps 0 -> 1 (default 0 for
@@ -139,8 +143,9 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
     with torch.random.fork_rng(devices=[]):   # initial weights from `seed`, global RNG untouched
         torch.manual_seed(seed)
         model = build_model(theory, device=device, dtype=torch_dtype, z2=z2, n_layers=n_layers,
-                            hidden=hidden, depth=depth, kernel=kernel, scale_bound=scale_bound)
-    is_van = isinstance(model, VAN)
+                            hidden=hidden, depth=depth, kernel=kernel, scale_bound=scale_bound,
+                            **({"autoregressive": True} if autoregressive else {}))
+    is_van = isinstance(model, VAN) or getattr(model, "reinforce", False)
     anneal = (0.3 if is_van else 0.0) if anneal is None else anneal
     batch_size = batch_size or (256 if is_van else 64)
     lr = lr or (3e-3 if is_van else 1e-3)
