@@ -411,7 +411,7 @@ def test_complex_quartic_diffusion_and_mcmc_on_the_learnt_energy(work):
         check_moments(measure(work / f"cq_{flavour}.h5"), exact, 0.03, flavour, data=data)
     cli("sample", "complex_quartic", "--sampler", "hmc", "--model", work / "cq_energy.pt", "--chains", 64,
         "--n", 800, "--warmup", 200, "--seed", 44, "--quiet", "-o", work / "cq_mcmc_ebm.h5")
-    check_moments(measure(work / "cq_mcmc_ebm.h5"), exact, 0.05, "MCMC-EBM")
+    check_moments(measure(work / "cq_mcmc_ebm.h5"), exact, 0.05, "MCMC-EBM", data=data)
 
 
 def check_moments(summary: dict, exact: dict, tolerance: float, label: str, data: dict | None = None):
