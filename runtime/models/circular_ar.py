@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from theoryc.runtime.models.van import MaskedLinear
+from .van import made
 
 Tensor = torch.Tensor
 LOG_KAPPA_BOUND = 4.0
@@ -71,13 +71,7 @@ class CircularAR(nn.Module):
         self.settings = dict(arch="circular_ar", shape=list(self.shape), hidden=hidden,
                              depth=depth, components=self.k)
         self.meta: dict = {}
-        widths = [2] + [hidden] * (depth - 1) + [3 * self.k]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(MaskedLinear(self.n, a, b, exclusive=(i == 0)))
-            if i < len(widths) - 2:
-                layers.append(nn.PReLU(init=0.5))
-        self.net = nn.Sequential(*layers)
+        self.net = made(self.n, [2] + [hidden] * (depth - 1) + [3 * self.k])
         with torch.no_grad():
             bias = self.net[-1].linear.bias.view(self.n, 3 * self.k)
             bias.zero_()

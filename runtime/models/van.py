@@ -38,6 +38,17 @@ class MaskedLinear(nn.Module):
         return F.linear(x, self.linear.weight * self.mask, self.linear.bias)
 
 
+def made(n: int, widths: list[int]) -> nn.Sequential:
+    """A MADE stack over n sites with `widths` features per site, layer by layer: the first layer
+    sees only earlier sites (exclusive), PReLU between layers."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(MaskedLinear(n, a, b, exclusive=(i == 0)))
+        if i < len(widths) - 2:
+            layers.append(nn.PReLU(init=0.5))
+    return nn.Sequential(*layers)
+
+
 class VAN(nn.Module):
     """MADE over flattened spins in {-1, +1}; `shape` is (n_fields, *lattice)."""
 
@@ -52,13 +63,7 @@ class VAN(nn.Module):
         self.settings = dict(arch="made", shape=list(self.shape), hidden=hidden, depth=depth,
                              z2=self.z2)
         self.meta: dict = {}
-        widths = [1] + [hidden] * (depth - 1) + [1]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(MaskedLinear(self.n, a, b, exclusive=(i == 0)))
-            if i < len(widths) - 2:
-                layers.append(nn.PReLU(init=0.5))
-        self.net = nn.Sequential(*layers)
+        self.net = made(self.n, [1] + [hidden] * (depth - 1) + [1])
 
     def logits(self, s: Tensor) -> Tensor:
         """Logit of q(s_i = +1 | s_<i) for every i, shape (batch, n)."""
