@@ -160,8 +160,8 @@ def prove_invariances(theory, lowerer, symbols, action, values):
     the action and every observable are gauge invariant. Observables are lowered again without
     the structure kept for speed (derived fields), so the proofs see plain densities."""
     angles = {c for c, k in enumerate(channel_kinds(theory)) if k == "angle"}
-    gauge = [(theory.channel(theory.fields.index(next(f for f in theory.fields if f.name == name)), 0), name)
-             for name in theory.gauge]
+    names = [f.name for f in theory.fields]
+    gauge = [(theory.channel(names.index(name), 0), name) for name in theory.gauge]   # (first component, field)
     prove_periodic(symbols, action, angles, theory.action_span, "the action", values)
     for base, name in gauge:
         prove_gauge(symbols, action, base, theory.action_span, "the action", name, values)
