@@ -226,6 +226,8 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("--hidden", type=click.IntRange(1), default=None, help="Flow: hidden channels.")
 @click.option("--anneal", type=float, default=None, help="VAN: fraction of training that ramps beta up.")
 @click.option("--autoregressive", is_flag=True, help="Angle fields: a von Mises autoregressive network instead of a flow.")
+@click.option("--flow", "family", type=click.Choice(["realnvp", "fourier"]), default=None,
+              help="Flow family: realnvp (default) or fourier (first layer: the action's exact free part).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None,
               help="Checkpoint to MODEL.pt.ckpt every K steps (default 200 flow, 500 diffusion).")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.pt.ckpt (made with the same settings).")
@@ -233,14 +235,16 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @friendly
 def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, t_power, layers,
-          hidden, anneal, autoregressive, checkpoint_every, resume, quiet, output):
+          hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet, output):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
     th = api.load(theory, **parse_sets(sets))
     given = {"batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
     if kind == "flow":
         given.update(n_layers=layers, hidden=hidden, anneal=anneal,
-                     autoregressive=autoregressive or None)
+                     autoregressive=autoregressive or None, flow=family)
+    elif family:
+        raise UserError("--flow chooses a flow family; it needs --model flow")
     else:
         given.update(schedule=schedule, flavour=flavour, t_power=t_power)
     options = {k: v for k, v in given.items() if v is not None}

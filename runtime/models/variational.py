@@ -45,11 +45,19 @@ def has_spin_flip(theory) -> bool:
     return any(is_spin_flip(sym, tuple(theory.shape), gen) for sym in theory.symmetries)
 
 
-def build_model(theory, *, device=None, dtype=None, z2=None, **arch):
-    """The untrained network for a theory: a coupling flow or a (Z2-symmetric) VAN."""
+def build_model(theory, *, device=None, dtype=None, z2=None, flow=None, **arch):
+    """The untrained network for a theory: a coupling flow or a (Z2-symmetric) VAN;
+    flow="fourier": the Fourier flow (fourier_flow.py), whose first layer is the free part."""
     if getattr(theory, "is_complex", False):
         raise ValueError("reverse-KL training needs a real action (this theory is complex)")
     shape = tuple(theory.shape)
+    if flow not in (None, "realnvp", "fourier"):
+        raise ValueError(f"unknown flow {flow!r}; choose 'realnvp' or 'fourier'")
+    if flow == "fourier":
+        from theoryc.runtime.models.fourier_flow import fourier_flow
+        return fourier_flow(theory, device=device, dtype=dtype,
+                            **{**FLOW_DEFAULTS, **{k: v for k, v in arch.items()
+                                                   if v is not None and k in FLOW_DEFAULTS}})
     if arch.get("autoregressive") and set(theory.field_kinds) != {"angle"}:
         raise ValueError("the continuous autoregressive network is for angle fields only")
     if set(theory.field_kinds) == {"angle"}:
@@ -118,7 +126,7 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
                lr: float | None = None,
                seed: int = 0, device="cpu", dtype=torch.float32,
                n_layers=None, hidden=None, depth=None, kernel=None, scale_bound=None, z2=None,
-               autoregressive: bool = False,
+               autoregressive: bool = False, flow: str | None = None,
                anneal: float | None = None, grad_clip: float | None = 10.0,
                data: torch.Tensor | None = None, data_weight: float = 1.0,
                reverse_weight: float = 1.0, checkpoint: str | None = None,
@@ -129,7 +137,9 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
     Defaults (None): batch_size 64 (flow) / 256 (VAN), lr 1e-3 (flow) / 3e-3 (VAN).
     Architecture (None = default): flow n_layers=16, hidden=16 channels, depth=2 hidden conv
     layers, kernel=3, scale_bound=1 (tanh bound of log-scales); angle fields get a torus flow
-    (runtime/models/circular.py), or with autoregressive=True a von Mises mixture network; a single 0-d variable gets
+    (runtime/models/circular.py), or with autoregressive=True a von Mises mixture network;
+    flow="fourier": the Fourier flow (runtime/models/fourier_flow.py: the exact free-field layer
+    of the action's quadratic part, then n_layers couplings); a single 0-d variable gets
     n_layers // 4 monotone maps with `hidden` tanh components. VAN hidden=2 units per spin, depth=2 masked
     layers, z2=None (symmetrise when the theory declares s -> -s).
     anneal: fraction of steps over which the action multiplier ramps 0 -> 1 (default 0 for
@@ -144,7 +154,7 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
         torch.manual_seed(seed)
         model = build_model(theory, device=device, dtype=torch_dtype, z2=z2, n_layers=n_layers,
                             hidden=hidden, depth=depth, kernel=kernel, scale_bound=scale_bound,
-                            **({"autoregressive": True} if autoregressive else {}))
+                            flow=flow, **({"autoregressive": True} if autoregressive else {}))
     is_van = isinstance(model, VAN) or getattr(model, "reinforce", False)
     anneal = (0.3 if is_van else 0.0) if anneal is None else anneal
     batch_size = batch_size or (256 if is_van else 64)
@@ -184,6 +194,8 @@ def flow_from_file(payload: dict, device=None, dtype=None):
     builder = builders[payload["kind"]]
     if payload["settings"].get("arch") in ANGLE_ARCHS:
         builder = angle_model_from_settings
+    if payload["settings"].get("arch") == "fourier":
+        from theoryc.runtime.models.fourier_flow import fourier_flow_from_settings as builder
     model = builder(payload["settings"], device=device, dtype=dtype)
     model.load_state_dict(state)
     return model.eval()
