@@ -15,7 +15,7 @@ atan2 rather than atan(alpha tan(v/2)): the same value on (-pi, pi), smooth at v
 Coupling layers freeze the sites of one parity (checkerboard) and feed (cos, sin) of the frozen
 angles (zero on active sites, so nothing of an active angle leaks in) to a periodic CNN, which
 returns the mixture's parameters per active site. The prior is uniform on the torus; the last
-conv layer has zero weights and a bias that makes the map the identity (alpha = 1, beta = shift
+conv layer has zero weights and a bias that makes the map the identity (alpha = 1, shift
 = 0): an untrained flow is the identity and q = uniform.
 The inverse of a circle map is bisection on its lift, then one Newton step that carries the
 implicit-function gradient (forward-KL training on data).
@@ -46,9 +46,13 @@ def n_raw(components: int) -> int:
 
 
 def identity_bias(components: int) -> Tensor:
-    """The raw outputs that make the circle map the identity (alpha = 1, beta = shift = 0)."""
+    """The raw outputs that make the circle map the identity (alpha = 1, shift = 0). With alpha = 1
+    an NCP is the identity whatever its fixed point beta, so the betas start spread evenly round
+    the circle: identical components would get identical gradients and stay one component."""
     bias = torch.zeros(n_raw(components))
-    bias[components:2 * components] = 1.0
+    spread = torch.arange(components) * (2 * math.pi / components)
+    bias[components:2 * components] = torch.cos(spread)
+    bias[2 * components:3 * components] = torch.sin(spread)
     bias[-2] = 1.0
     return bias
 
@@ -278,6 +282,7 @@ def angle_model_from_settings(settings: dict, device=None, dtype=None):
     arch = {k: settings[k] for k in keys}
     if settings["arch"] == "gauge_coupling":
         from theoryc.runtime.models.gauge_flow import build_gauge_flow
-        return build_gauge_flow(tuple(settings["shape"]), **arch, device=device, dtype=dtype)
+        return build_gauge_flow(tuple(settings["shape"]), **arch, device=device, dtype=dtype,
+                                marginal=settings.get("marginal", False))
     return build_torus_flow(tuple(settings["shape"]), **arch, reference=settings["reference"],
                             device=device, dtype=dtype)
