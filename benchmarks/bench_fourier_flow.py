@@ -3,11 +3,13 @@
     python benchmarks/bench_fourier_flow.py [--steps 600] [--layers 8] [--hidden 16] [--n 4000]
                                             [--device cpu] [--threads 1] [--seed 0]
 
-The theory is theories/anharmonic_oscillator.theory (lambda x^4, 64 time sites, a = 0.25; --set
-style overrides via --lam). Both flows get the same coupling layers (n_layers, hidden, depth 2,
-kernel 3), batch, learning rate and number of steps, trained one after the other in this run
-by the one trainer (reverse KL; --realnvp-factor K adds RealNVP trained K times longer); the Fourier flow adds its exact free-field layer and 64 mode
-scales. Each then runs an exact independent-Metropolis chain; HMC gives the reference <x^2>.
+The theory is theories/anharmonic_oscillator.theory (lambda x^4, 64 time sites, a = 0.25; other
+values via --lam, --sites, --a; benchmarks/fourier_flow_gpu.sh runs the continuum sequence).
+Both flows get the same coupling layers (n_layers, hidden, depth 2, kernel 3), batch, learning
+rate and number of steps, trained one after the other in this run by the one trainer (reverse
+KL; --realnvp-factor K adds RealNVP trained K times longer); the Fourier flow adds its exact
+free-field layer and N mode scales. Each then runs an exact independent-Metropolis chain; HMC
+gives the reference <x^2>.
 Printed: training seconds, ESS per sample, IMH acceptance, log Z, <x^2> with its Gamma-method
 error and its distance from HMC in sigmas (errors of both added in quadrature).
 """
@@ -62,8 +64,8 @@ def compare(theory, args, device):
         params = sum(p.numel() for p in model.parameters())
         lz = s["log_z"]
         print(f"{family:8s} {steps:6d} {params:7d} {seconds:8.1f} {s['ess']:6.3f} "
-              f"{s['acceptance']:7.3f} {lz['mean']:9.4f}({lz['error']:.4f}) {mean:9.5f} +- {err:.5f} {sig:7.2f}",
-              flush=True)
+              f"{s['acceptance']:7.3f} {lz['mean']:9.4f}({lz['error']:.4f}) "
+              f"{mean:9.5f} +- {err:.5f} {sig:7.2f}", flush=True)
         rows.setdefault(family, dict(ess=s["ess"], acceptance=s["acceptance"], seconds=seconds))
     print(f"Fourier / RealNVP: ESS x{rows['fourier']['ess'] / rows['realnvp']['ess']:.2f}, "
           f"acceptance x{rows['fourier']['acceptance'] / rows['realnvp']['acceptance']:.2f}")
@@ -80,12 +82,13 @@ def main():
                         help="also train RealNVP for this many times the steps")
     parser.add_argument("--lam", type=float, default=1.0, help="lambda of the x^4 term")
     parser.add_argument("--sites", type=int, default=64)
+    parser.add_argument("--a", type=float, default=0.25, help="lattice spacing")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    theory = theoryc.load("anharmonic_oscillator", N=args.sites, **{"lambda": args.lam})
+    theory = theoryc.load("anharmonic_oscillator", N=args.sites, a=args.a, **{"lambda": args.lam})
     print(f"anharmonic oscillator: N={args.sites} lambda={args.lam} a={theory.params['a']}; "
           f"flows: {args.layers} couplings x {args.hidden} ch, {args.steps} steps, batch 64, "
           f"device={args.device} threads={args.threads}")
