@@ -319,7 +319,8 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     checkpointing to OUTPUT.ckpt on the way; resume: continue from that checkpoint, which must
     have been made with the same settings. options: those of train_flow / train_diffusion
     (runtime/models/variational.py, diffusion.py), e.g. steps, batch_size, lr, seed, device,
-    dtype, progress; diffusion also schedule (a name of the theory's; default its first),
+    dtype, progress; a flow also flow="fourier" (the Fourier flow, runtime/models/fourier_flow.py;
+    default "realnvp"); diffusion also schedule (a name of the theory's; default its first),
     flavour, t_power.
     """
     import inspect
