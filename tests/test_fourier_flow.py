@@ -109,6 +109,22 @@ def test_cli_train_sample_measure_harmonic_oscillator(tmp_path):
     assert sampler["log_z"]["mean"] == pytest.approx(log_z, abs=1e-8)
 
 
+def test_broken_phase_gets_the_lifted_kernel_of_fourier_acceleration():
+    """K(0) = 2(1 - 2 lambda) - 8 kappa < 0 here: the first layer uses fourier_mass's lift (a
+    Gaussian start, not exact) and the flow is still a proper density (finite log q, inverse)."""
+    from theoryc.runtime.chains.fourier import fourier_mass
+    theory = theoryc.load("phi4_2d", L=8, kappa=0.4, **{"lambda": 0.02})
+    with pytest.raises(SamplerError, match="not positive"):      # min K(p) = -1.28
+        fourier_mass(theory, mass2=0.0)
+    model = fourier_flow(theory, n_layers=2, hidden=4, dtype=torch.float64)
+    torch.testing.assert_close(model.layers[0].curvature, fourier_mass(theory))
+    assert float(model.layers[0].curvature.min()) > 0
+    with torch.no_grad():
+        x, log_q = model.sample(16, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(model.log_prob(x), log_q)
+    assert torch.isfinite(log_q).all()
+
+
 @pytest.mark.parametrize("name", ["phi4_0d", "xy_2d"])
 def test_theories_without_a_quadratic_part_are_refused(name, tmp_path):
     with pytest.raises(SamplerError, match="no quadratic, translation-invariant part"):
