@@ -16,7 +16,10 @@ import torch
 
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.io.ensemble import EnsembleFile, read_ensemble, series_specs, theory_attrs
-from theoryc.runtime.stats.summary import format_summary, summarize
+from theoryc.runtime.stats.summary import (add_costs, binned_ensemble, declaration_order,
+                                           discarded, format_summary, only, run_header,
+                                           run_warnings, seconds_per_configuration,
+                                           summarize)
 
 
 def measure_observables(theory, configs, batch_size: int = 4096, device=None
@@ -95,23 +98,39 @@ class Measurement:
         return format_summary(self.summary)
 
 
-def measure_ensemble(ensemble, theory=None, cumulants=None) -> Measurement:
+def measure_ensemble(ensemble, theory=None, cumulants=None, *, discard: int = 0,
+                     bin_size: int = 1, of=None) -> Measurement:
     """Summarise an ensemble read without its configurations (`read_ensemble(configs=False)`):
-    its stored observables, the estimates of `theory` (the theory it records, or None) and, if
-    asked, cumulants up to that order. A theory's vector observables and estimates (its
-    `observable_indices`, `estimate_vectors`) are summarised as vectors."""
+    its stored observables (in the theory's declaration order), the estimates of `theory` (the
+    theory it records, or None) and, if asked, cumulants up to that order (of the observables
+    in `of`, default all). A theory's vector observables and estimates (its
+    `observable_indices`, `estimate_vectors`) are summarised as vectors.
+
+    discard: drop each chain's first N configurations (thermalisation); bin_size: average K
+    consecutive configurations before the error analysis (means, errors and estimates; the
+    cumulants are of the unbinned values, binning would change them). The summary also carries
+    "run" (theory, parameters, chains, configurations, sampler) and "warnings"."""
+    per_config = seconds_per_configuration(ensemble)
+    ensemble = discarded(declaration_order(ensemble, theory), discard)
     inputs = (estimate_input_series(theory, ensemble.observables)
               if theory is not None and theory.estimates else None)
-    summary = summarize(ensemble, theory.estimates if theory is not None else None, inputs,
-                        cumulants, observable_indices=getattr(theory, "observable_indices", None),
-                        estimate_vectors=getattr(theory, "estimate_vectors", None))
+    binned, inputs = binned_ensemble(ensemble, inputs, bin_size)
+    summary = {"run": run_header(ensemble, theory, discard, bin_size),
+               **summarize(binned, theory.estimates if theory is not None else None, inputs,
+                           None, observable_indices=getattr(theory, "observable_indices", None),
+                           estimate_vectors=getattr(theory, "estimate_vectors", None))}
+    if cumulants:
+        summary["cumulants"] = summarize(only(ensemble, of, cumulants), cumulants=cumulants
+                                         )["cumulants"]
+    add_costs(summary, per_config, bin_size)
+    summary["warnings"] = run_warnings(ensemble, summary)
     name = theory.name if theory is not None else ensemble.attrs.get("theory_name", "")
     return Measurement(dict(ensemble.observables), summary, dict(ensemble.settings), name,
                        ensemble.log_weights)
 
 
 def remeasure(path, ensemble, theory, recorded=None, cumulants=None,
-              batch_size: int = 4096) -> Measurement:
+              batch_size: int = 4096, **cuts) -> Measurement:
     """`measure_ensemble` with the observables and estimates of another `theory`, evaluated on
     the configurations stored in `path` (`ensemble` is that file read with configs=False;
     `recorded` its own theory, compiled, when the file records one)."""
@@ -120,7 +139,7 @@ def remeasure(path, ensemble, theory, recorded=None, cumulants=None,
     if lw is not None:
         lw = stored_series(lw, ensemble.save_every, next(iter(observables.values())).shape[1])
     other = dataclasses.replace(ensemble, observables=observables, log_weights=lw)
-    return measure_ensemble(other, theory, cumulants)
+    return measure_ensemble(other, theory, cumulants, **cuts)
 
 
 def check_compatible(path, theory, recorded, config_shape) -> None:

@@ -213,14 +213,97 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
         raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
     name = sampler if model is None else f"{sampler} on the energy of a diffusion model"
     attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
-             "sampler": name, "seed": options.get("seed", 0)}
+             "sampler": name, "seed": options.get("seed", 0), **provenance_attrs(th)}
     out = Output(output, attrs, observe=lambda cfg: measure_observables(target, cfg))
     checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
+    check_memory(th, chains, options.get("dtype"))
+    if resume:
+        resume = check_resume(output, checkpoint, th)
+        if resume == "complete":
+            return finished_run(output, th)
     run = run_sampler(target, n=n, chains=chains, output=out, checkpoint=checkpoint,
                       resume=resume, save_every=save_every, store_configs=configs, **options)
     if output and checkpoint:
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
+    run.theory = th                 # what `measure(run)` takes the estimates of
     return run
+
+
+def provenance_attrs(th) -> dict:
+    """The fingerprint every file records of its theory (runtime/io/provenance.py)."""
+    from .runtime.io.provenance import as_text, fingerprint
+    return {"provenance": as_text(fingerprint(th))}
+
+
+def note(message: str) -> None:
+    """Something the user should know that is not an error (stderr, one line)."""
+    import sys
+    from .dsl.errors import printable
+    print(printable(f"Note: {message}", newlines=True), file=sys.stderr)
+
+
+def check_resume(output, checkpoint, th) -> bool | str:
+    """--resume: refuse a checkpoint (or a finished output) of another theory or parameters;
+    "complete" when the output is finished and there is nothing to resume (said, not rerun);
+    say so and start afresh when there is neither. Else True: resume the checkpoint."""
+    import json
+    from .runtime.errors import SamplerError
+    from .runtime.io.checkpoint import load_checkpoint
+    from .runtime.io.provenance import ensemble_fingerprint, fingerprint, from_text, refuse_mismatch
+    if checkpoint is None or not Path(checkpoint).exists():
+        if output and Path(output).exists():
+            refuse_mismatch(output, "was sampled for", ensemble_fingerprint(open_ensemble(output)),
+                            fingerprint(th), "to sample this theory, drop --resume and add --force")
+            note(f"{output} is already complete: nothing to resume (to sample it again, drop "
+                 "--resume and add --force)")
+            return "complete"
+        note(f"no checkpoint {checkpoint} to resume: starting from the beginning")
+        return False
+    snap = load_checkpoint(checkpoint)
+    try:
+        saved = from_text(json.loads(snap.get("attrs", "{}")).get("provenance"))
+    except (ValueError, AttributeError):
+        raise SamplerError(f"{checkpoint}: a damaged checkpoint (its attributes are not JSON); "
+                           "remove it to start again") from None
+    refuse_mismatch(checkpoint, "was made for", saved, fingerprint(th),
+                    "remove it to start again, or resume with the run's own --set values")
+    return True
+
+
+def finished_run(output, th):
+    """The run of a finished ensemble file, as `sample` returns it (configurations on file)."""
+    from .runtime.io.ensemble import SamplerRun
+    ens = open_ensemble(output)
+    run = SamplerRun(configs=None, stats=ens.stats, summary=ens.summary, settings=ens.settings,
+                     kind=ens.kind, observables=ens.observables or None,
+                     timing=ens.attrs.get("timing", {}), path=Path(output))
+    run.theory, run.already_complete = th, True
+    return run
+
+
+def check_memory(th, chains: int, dtype) -> None:
+    """Refuse a run whose lattice and chains need more memory than is free (the fields, their
+    force and momenta and a block of kept configurations: about 16 copies of the chains' fields)."""
+    from .runtime.errors import SamplerError
+    itemsize = 4 if str(dtype).endswith("float32") else 8
+    need = 16 * chains * th.n_fields * th.volume * itemsize * (2 if th.is_complex else 1)
+    free = available_memory()
+    if free is not None and need > free:
+        raise SamplerError(f"{chains} chains of a {' x '.join(map(str, th.lattice))} lattice need "
+                           f"about {need / 2**30:.3g} GiB; {free / 2**30:.3g} GiB are free (use a "
+                           "smaller lattice or fewer --chains)")
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def chain_sampler(name: str):
@@ -252,10 +335,12 @@ def energy_target(model, th, device):
 MODEL_SAMPLERS = ("flow", "diffusion")
 
 
-def trained_model(model, th, kinds, device):
-    """A model file (or an already loaded model) of one of `kinds`, trained for theory `th`;
-    a diffusion model takes the theory's compiled schedule of the name it records."""
+def trained_model(model, th, kinds, device, exact: bool = False):
+    """A model file (or an already loaded model) of one of `kinds`, trained for theory `th`
+    (provenance checked: `check_model_theory`); a diffusion model takes the theory's compiled
+    schedule of the name it records."""
     from .runtime.errors import SamplerError
+    model_path = model
     if isinstance(model, (str, Path)):
         from .runtime.models import load_model
         if not Path(model).is_file():
@@ -263,10 +348,28 @@ def trained_model(model, th, kinds, device):
         model = load_model(model, kinds=kinds, device=device, schedules=th.schedules)
     elif model is None:
         raise SamplerError("this sampler needs a trained model: --model MODEL.pt (see 'theoryc train')")
-    trained_for = getattr(model, "meta", {}).get("theory_name")
-    if trained_for and trained_for != th.name:
-        raise SamplerError(f"the model was trained for theory '{trained_for}', not '{th.name}'")
+    check_model_theory(model, th, path=model_path if isinstance(model_path, (str, Path))
+                       else "the model", exact=exact)
     return model
+
+
+def check_model_theory(model, th, *, path, exact: bool) -> None:
+    """Refuse a model of another theory, lattice or source; one trained at other parameter
+    values is used only where the result is still exact for this theory (`exact`: independent
+    Metropolis or reweighting against this theory's action), and then says so."""
+    from .runtime.io.provenance import model_fingerprint, fingerprint, params_mismatch, refuse_mismatch
+    meta = getattr(model, "meta", {}) or {}
+    if not meta:
+        return
+    saved, current = model_fingerprint(meta), fingerprint(th)
+    refuse_mismatch(path, "was trained for", saved, current,
+                    "retrain" if exact else "retrain for these parameters (a diffusion model "
+                    "samples only the distribution it learned)", allow_params=exact)
+    differs = params_mismatch(saved, current)
+    if differs:
+        note(f"{path} was trained at other parameters ({'; '.join(differs)}); its proposals "
+             "are corrected exactly to this theory's action (see acceptance and ESS)")
+        model.meta["params_differ"] = differs
 
 
 def sample_model(th, sampler, model, n, output, options):
@@ -287,14 +390,17 @@ def sample_model(th, sampler, model, n, output, options):
     unknown = set(options) - set(inspect.signature(draw).parameters)
     if unknown:
         raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
-    model = trained_model(model, th, kinds, options.get("device", "cpu"))
+    model = trained_model(model, th, kinds, options.get("device", "cpu"),
+                          exact=sampler == "flow")
     run = draw(th, model, n, **options) if sampler == "flow" else draw(model, n, **options)
     run.observables = measure_observables(th, run.configs)
     if output:
         attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
-                 "sampler": sampler, "seed": options.get("seed", 0)}
+                 "sampler": sampler, "seed": options.get("seed", 0), **provenance_attrs(th),
+                 "model_params_differ": model.meta.get("params_differ")}
         write_ensemble(output, run, run.observables, attrs)
         run.path = Path(output)
+    run.theory = th
     return run
 
 
@@ -319,8 +425,7 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     checkpointing to OUTPUT.ckpt on the way; resume: continue from that checkpoint, which must
     have been made with the same settings. options: those of train_flow / train_diffusion
     (runtime/models/variational.py, diffusion.py), e.g. steps, batch_size, lr, seed, device,
-    dtype, progress; a flow also flow="fourier" (the Fourier flow, runtime/models/fourier_flow.py;
-    default "realnvp"); diffusion also schedule (a name of the theory's; default its first),
+    dtype, progress; diffusion also schedule (a name of the theory's; default its first),
     flavour, t_power.
     """
     import inspect
@@ -330,7 +435,7 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     th = load(theory) if isinstance(theory, (str, Path)) else theory
     if model not in ("flow", "diffusion"):
         raise SamplerError(f"unknown model {model!r}; choose 'flow' or 'diffusion'")
-    configs = None if data is None else training_data(data)
+    configs = None if data is None else training_data(data, th)
     if model == "flow":
         from .runtime.models.variational import train_flow as fit
         args = {"data": configs}
@@ -346,6 +451,11 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     if isinstance(options.get("dtype"), str):
         options["dtype"] = getattr(torch, options["dtype"])
     checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
+    if resume and (checkpoint is None or not Path(checkpoint).exists()):
+        if output and Path(output).exists():
+            raise SamplerError(f"{output} is a finished model (there is no {checkpoint}): nothing "
+                               "to resume; to train again, drop --resume and add --force")
+        note(f"no checkpoint {checkpoint} to resume: training from the beginning")
     trained = fit(th, **args, checkpoint=checkpoint, resume=resume, **options)
     if output:
         save_model(trained, output, th)
@@ -354,12 +464,22 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
                    Path(output) if output else None)
 
 
-def training_data(data):
-    """Configurations to train on: an ensemble file's, or a tensor/array as given."""
+def training_data(data, th=None):
+    """Configurations to train on: an ensemble file's (of this theory, lattice and parameters:
+    checked against the fingerprint it records), or a tensor/array as given."""
     import torch
-    if isinstance(data, (str, Path)):
-        return torch.as_tensor(open_ensemble(data, configs=True).configs)
-    return torch.as_tensor(data)
+    from .runtime.errors import SamplerError
+    from .runtime.io.provenance import ensemble_fingerprint, fingerprint, refuse_mismatch
+    if not isinstance(data, (str, Path)):
+        return torch.as_tensor(data)
+    ens = open_ensemble(data, configs=True)
+    if th is not None:
+        refuse_mismatch(data, "was sampled for", ensemble_fingerprint(ens), fingerprint(th),
+                        "sample training data for this theory")
+        if tuple(ens.configs.shape[2:]) != tuple(th.shape):
+            raise SamplerError(f"{data} holds configurations of shape {tuple(ens.configs.shape[2:])}"
+                               f"; theory '{th.name}' has {tuple(th.shape)} (sample data for it)")
+    return torch.as_tensor(ens.configs)
 
 
 def pick_schedule(th, name):
@@ -376,7 +496,8 @@ def pick_schedule(th, name):
 # --------------------------------------------------------------------------------- measurement
 
 def measure(path_or_run, theory=None, cumulants: int | None = None, *, params: dict | None = None,
-            batch_size: int = 4096):
+            batch_size: int = 4096, discard: int = 0, bin_size: int = 1, of=None,
+            partial: bool = False):
     """What `theoryc measure` computes, as a `Measurement` (runtime/measure.py): observables as
     (chains, n) arrays, the summary dict the CLI prints as JSON (.summary; .table() is the text),
     the sampler's settings.
@@ -387,18 +508,29 @@ def measure(path_or_run, theory=None, cumulants: int | None = None, *, params: d
     a name/path, to evaluate that theory's observables and estimates on the stored
     configurations (re-measurement: same fields and lattice). A name/path theory takes the
     values of the parameters it shares with the ensemble's; `params` override them.
-    cumulants: add kappa_2..kappa_N of every observable.
+    cumulants: add kappa_2..kappa_N of every observable (of those named in `of`).
+    discard: drop each chain's first N configurations; bin_size: bins of K configurations for
+    the errors. partial: measure what an interrupted run (OUT or OUT.ckpt) has so far.
     """
     from .runtime import measure as m
+    from .runtime.errors import SamplerError
+    cuts = {"discard": discard, "bin_size": bin_size, "of": of}
     path = ensemble_path(path_or_run)
     if path is None:
-        return measure_run(path_or_run, theory, cumulants)
+        return measure_run(path_or_run, theory, cumulants, cuts)
+    if partial:
+        from .runtime.io.partial import partial_ensemble
+        ens = partial_ensemble(path)
+        if theory is not None:
+            raise SamplerError("--partial measures the stored observables; --theory needs the "
+                               "finished file")
+        return m.measure_ensemble(ens, ensemble_theory(ens), cumulants, **cuts)
     ens = open_ensemble(path)
     recorded = ensemble_theory(ens)
     if theory is None:
-        return m.measure_ensemble(ens, recorded, cumulants)
+        return m.measure_ensemble(ens, recorded, cumulants, **cuts)
     other = theory_for(theory, ens, params)
-    return m.remeasure(path, ens, other, recorded, cumulants, batch_size)
+    return m.remeasure(path, ens, other, recorded, cumulants, batch_size, **cuts)
 
 
 def observe(path, theory, output, *, params: dict | None = None, batch_size: int = 4096):
@@ -419,12 +551,16 @@ def ensemble_path(path_or_run):
     return path if path is not None and getattr(path_or_run, "configs", None) is None else None
 
 
-def measure_run(run, theory, cumulants):
-    """`measure` of a run in memory: its own observables, or those of `theory` on its configs."""
+def measure_run(run, theory, cumulants, cuts=None):
+    """`measure` of a run in memory: its own observables, or those of `theory` on its configs;
+    without `theory`, the estimates of the theory the run's configurations were sampled from
+    when the run knows it (`run.theory`)."""
     from .runtime.errors import SamplerError
     from .runtime.io.ensemble import Ensemble
     from .runtime.measure import measure_ensemble, measure_observables
     th = load(theory) if isinstance(theory, (str, Path)) else theory
+    if th is None:
+        th = getattr(run, "theory", None)
     observables = getattr(run, "observables", None)
     if th is not None and run.configs is not None:
         observables = measure_observables(th, run.configs)
@@ -433,7 +569,7 @@ def measure_run(run, theory, cumulants):
     attrs = {"summary": run.summary, "settings": run.settings,
              "theory_name": th.name if th is not None else ""}
     return measure_ensemble(Ensemble(None, observables, run.stats, run.log_weights, attrs), th,
-                            cumulants)
+                            cumulants, **(cuts or {}))
 
 
 def open_ensemble(path, configs: bool = False):
@@ -445,7 +581,7 @@ def open_ensemble(path, configs: bool = False):
         raise SamplerError(f"no such ensemble file: {path}")
     try:
         return read_ensemble(path, configs=configs)
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ValueError, TypeError) as err:
         raise SamplerError(f"{path} is not an ensemble file theoryc wrote ({err})") from None
 
 

@@ -7,6 +7,9 @@ code 1, never a traceback.
 from __future__ import annotations
 
 import json
+import math
+import os
+import shlex
 import sys
 from functools import wraps
 from pathlib import Path
@@ -23,9 +26,12 @@ class UserError(Exception):
 
 
 def friendly(command):
-    """Turn every expected failure into a message on stderr and exit code 1."""
+    """Turn every failure into a message on stderr and exit code 1 (SIGINT 130, SIGTERM 143),
+    never a traceback (THEORYC_DEBUG=1 re-raises the unexpected ones, for a bug report)."""
     @wraps(command)
     def run(*args, **kwargs):
+        from .runtime.io import interrupt
+        interrupt.install()
         from_runtime = runtime_errors()
         try:
             return command(*args, **kwargs)
@@ -37,11 +43,38 @@ def friendly(command):
             click.echo(printable(f"Error: no such file: {err.filename or err}", newlines=True), err=True)
         except (OSError, ValueError) as err:
             click.echo(printable(f"Error: {err}", newlines=True), err=True)
-        except KeyboardInterrupt:
-            click.echo("Interrupted. A run with a checkpoint can continue with --resume.", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            click.echo(printable(interrupted_message(err), newlines=True), err=True)
+            sys.exit(143 if getattr(err, "signal_name", "") == "SIGTERM" else 130)
+        except RecursionError:
+            click.echo("Error: an input is nested too deeply to read (a stored theory source or "
+                       "a file attribute?); check the files given", err=True)
+        except MemoryError:
+            click.echo("Error: out of memory (a lattice, a batch or a file's content too large "
+                       "for this machine); use smaller sizes", err=True)
+        except Exception as err:       # a bug: still one line, and how to report it
+            if os.environ.get("THEORYC_DEBUG"):
+                raise
+            first = " ".join(str(err).splitlines()[:1])[:300]
+            click.echo(printable(f"Error: internal error ({type(err).__name__}: {first}); please "
+                                 "report it with the command (THEORYC_DEBUG=1 shows the traceback)",
+                                 newlines=True), err=True)
         sys.exit(1)
     return run
+
+
+def interrupted_message(err) -> str:
+    """What a stopped run says: the signal, and how to continue when it left a checkpoint."""
+    name = getattr(err, "signal_name", "SIGINT")
+    checkpoint = getattr(err, "checkpoint", None)
+    if checkpoint is None or not Path(checkpoint).exists():
+        return f"Interrupted ({name}); nothing was saved to resume from."
+    again = " ".join(shlex.quote(a) for a in ["theoryc", *sys.argv[1:]] if a != "--resume")
+    out = str(checkpoint)[:-len(".ckpt")] if str(checkpoint).endswith(".ckpt") else ""
+    partial = (f"; measure it so far with: theoryc measure --partial {shlex.quote(out)}"
+               if out and not out.endswith(".pt") else "")
+    return (f"Interrupted ({name}); the run so far is checkpointed in {checkpoint}. Continue it "
+            f"with: {again} --resume{partial}")
 
 
 def runtime_errors() -> tuple:
@@ -67,6 +100,9 @@ def pick_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")
     return name
+
+
+force_option = click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 
 
 set_option = click.option("--set", "sets", multiple=True, metavar="P=V",
@@ -120,7 +156,7 @@ def compile(theory, sets, emit):
 @click.option("--target-accept", type=float, default=0.8, show_default=True,
               help="HMC: acceptance the warm-up tunes the step size to.")
 @click.option("--scheme", type=click.Choice(["em", "rk2", "bm", "mala"]), default=None,
-              help="Langevin scheme (default bm, second order).")
+              help="Langevin scheme (default: bm, second order, for a real action; rk2 for complex Langevin, which has em and rk2).")
 @click.option("--noise-imag", type=float, default=0.0, show_default=True,
               help="Complex Langevin: noise N_y in the imaginary direction (N_x - N_y = 1).")
 @click.option("--no-adaptive", is_flag=True, help="Complex Langevin: fixed step (no drift-bounding adaptive step).")
@@ -133,15 +169,19 @@ def compile(theory, sets, emit):
 @click.option("--save-every", type=click.IntRange(1), default=1, show_default=True,
               help="Chain samplers: store every K-th configuration (observables of all).")
 @click.option("--no-configs", is_flag=True, help="Chain samplers: store observables and statistics only.")
-@click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.ckpt (same theory, parameters, settings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@force_option
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
            trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver,
-           steps, no_metropolis, save_every, no_configs, resume, quiet, output):
+           steps, no_metropolis, save_every, no_configs, resume, quiet, output, force):
     """Sample THEORY and write an ensemble file."""
     from . import api
+    check_output(output, force, resume=resume)
+    check_settings(step=step, target_accept=target_accept, mass2=mass2, noise_imag=noise_imag,
+                   trajectory_length=trajectory_length if sampler == "hmc" else None)
     th = api.load(theory, **parse_sets(sets))
     device = pick_device(device)
     common = dict(seed=seed, device=device, progress=not quiet)
@@ -160,7 +200,50 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
             options["steps"] = steps
         run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
                          **options)
-    click.echo(f"wrote {output}: {run.chains_and_n} (chains, configurations)")
+    if not getattr(run, "already_complete", False):
+        click.echo(f"wrote {output}: {run.chains_and_n} (chains, configurations)")
+    print_warnings(output)
+
+
+def print_warnings(path) -> None:
+    """After a run: the warnings `measure` would print (runaway fields, thermalisation, ...)."""
+    from . import api
+    try:
+        warnings = api.measure(path).summary.get("warnings", [])
+    except Exception:                   # the run is written; a figure that cannot be
+        return                          # summarised is measure's to report
+    for w in warnings:
+        click.echo(printable(f"warning: {w}", newlines=True), err=True)
+
+
+def check_output(path, force: bool, resume: bool = False) -> None:
+    """An existing output is never replaced without --force (--resume continues its run)."""
+    if path and Path(path).exists() and not force and not resume:
+        raise UserError(f"{path} exists; use --force to replace it, or choose another -o")
+    if path and Path(path).is_dir():
+        raise UserError(f"{path} is a folder; -o names the file to write")
+
+
+def check_settings(**values) -> None:
+    """Ranges that make sense, before anything runs (a step of 1e-12 would never end)."""
+    ranges = {"step": (0, 10, "a step size in (0, 10]"),
+              "target_accept": (0, 1, "an acceptance strictly between 0 and 1"),
+              "trajectory_length": (0, 1e3, "a trajectory length in (0, 1000]"),
+              "mass2": (0, 1e6, "a mass squared in [0, 1e6]"),
+              "noise_imag": (0, 1e3, "a noise N_y in [0, 1000]")}
+    for name, value in values.items():
+        if value is None:
+            continue
+        lo, hi, what = ranges[name]
+        flag = "--" + name.replace("_", "-")
+        ok = math.isfinite(value) and (lo <= value if name in ("mass2", "noise_imag") else lo < value)
+        ok = ok and (value < hi if name == "target_accept" else value <= hi)
+        if not ok:
+            raise UserError(f"{flag} {value:g}: expected {what}")
+    step, length = values.get("step"), values.get("trajectory_length")
+    if step is not None and length is not None and length / step > 1e5:   # HMC
+        raise UserError(f"--step {step:g} makes {length / step:.3g} leapfrog steps per trajectory "
+                        f"of length {length:g}; use a step of at least {length / 1e5:g}")
 
 
 def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajectory_length,
@@ -233,11 +316,15 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("--resume", is_flag=True, help="Continue from MODEL.pt.ckpt (made with the same settings).")
 @click.option("--quiet", is_flag=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@force_option
 @friendly
 def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, t_power, layers,
-          hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet, output):
+          hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet, output, force):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
+    check_output(output, force, resume=resume)
+    if lr is not None and not (math.isfinite(lr) and 0 < lr <= 1):
+        raise UserError(f"--lr {lr:g}: expected a learning rate in (0, 1]")
     th = api.load(theory, **parse_sets(sets))
     given = {"batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
     if kind == "flow":
@@ -261,17 +348,45 @@ theory_option = click.option("--theory", "other", default=None, metavar="THEORY"
 
 
 @main.command()
-@click.argument("ensemble", type=click.Path(exists=True, dir_okay=False))
+@click.argument("ensemble", type=click.Path(dir_okay=False))
 @theory_option
 @set_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (NaN and inf as null).")
 @click.option("--cumulants", type=click.IntRange(2, 12), default=None, help="Add cumulants kappa_2..kappa_N.")
+@click.option("--of", "of", multiple=True, metavar="NAME",
+              help="--cumulants of these observables only (repeatable; default all).")
+@click.option("--discard", type=click.IntRange(0), default=0, show_default=True,
+              help="Drop each chain's first N configurations (thermalisation).")
+@click.option("--bin", "bin_size", type=click.IntRange(1), default=1, show_default=True,
+              help="Average K consecutive configurations before the error analysis.")
+@click.option("--partial", is_flag=True,
+              help="Measure what an interrupted run has so far (ENSEMBLE or ENSEMBLE.ckpt).")
 @friendly
-def measure(ensemble, other, sets, as_json, cumulants):
+def measure(ensemble, other, sets, as_json, cumulants, of, discard, bin_size, partial):
     """Means, errors and autocorrelation times of observables; estimates; cumulants."""
     from . import api
-    result = api.measure(ensemble, other, cumulants, params=theory_sets(other, sets))
-    click.echo(json.dumps(result.summary, indent=2) if as_json else result.table())
+    if of and not cumulants:
+        raise UserError("--of chooses the observables of --cumulants N; give --cumulants too")
+    partial = partial or ensemble.endswith(".ckpt")
+    if not partial and not Path(ensemble).is_file():
+        hint = (f"; {ensemble}.ckpt is an interrupted run: theoryc measure --partial {ensemble}"
+                if Path(f"{ensemble}.ckpt").exists() else "")
+        raise UserError(f"no such ensemble file: {ensemble}{hint}")
+    result = api.measure(ensemble, other, cumulants, params=theory_sets(other, sets),
+                         discard=discard, bin_size=bin_size, of=of or None, partial=partial)
+    click.echo(json.dumps(json_safe(result.summary), indent=2, allow_nan=False) if as_json
+               else result.table())
+
+
+def json_safe(value):
+    """NaN and infinities (not JSON) as null."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def theory_sets(other, sets) -> dict:
@@ -287,10 +402,12 @@ def theory_sets(other, sets) -> dict:
               help="The theory whose observables to store (same fields and lattice as the ensemble's).")
 @set_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@force_option
 @friendly
-def observe(ensemble, other, sets, output):
+def observe(ensemble, other, sets, output, force):
     """Write a copy of ENSEMBLE (configurations, stats) with another theory's observables."""
     from . import api
+    check_output(output, force)
     chains, n = api.observe(ensemble, other, output, params=parse_sets(sets))
     click.echo(f"wrote {output}: {(chains, n)} (chains, configurations)")
 
@@ -298,17 +415,39 @@ def observe(ensemble, other, sets, output):
 # ------------------------------------------------------------------------------------- plot
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The figure; with several inputs a pattern with {name} (each input's name "
+                   "without its suffix), e.g. -o 'fig_{name}.png'.")
+@force_option
 @friendly
-def plot(inputs, output):
+def plot(inputs, output, force):
     """Plot an ensemble (histories, histograms, autocorrelations; CL: P(x, y) and drift) or a model."""
-    for path in inputs:
-        target = output if len(inputs) == 1 else str(Path(output).with_stem(f"{Path(output).stem}_{Path(path).stem}"))
+    targets = plot_targets(inputs, output)
+    for target in targets.values():
+        check_output(target, force)
+    for path, target in targets.items():
         if path.endswith(".h5"):
             plot_ensemble_file(path, target)
         else:
             plot_model_file(path, target)
         click.echo(f"wrote {target}")
+
+
+def plot_targets(inputs, output) -> dict:
+    """input -> the figure it is drawn to: -o itself for one input; for several, -o must be a
+    pattern with {name}, and no two inputs may land on one file."""
+    inputs = list(dict.fromkeys(inputs))
+    if len(inputs) == 1 and "{name}" not in output:
+        return {inputs[0]: output}
+    if "{name}" not in output:
+        raise UserError(f"{len(inputs)} inputs make {len(inputs)} figures: give -o a pattern with "
+                        "{name}, e.g. -o 'fig_{name}.png'")
+    targets = {path: output.replace("{name}", Path(path).stem) for path in inputs}
+    clash = [t for t in targets.values() if list(targets.values()).count(t) > 1]
+    if clash:
+        raise UserError(f"two inputs would both be drawn to {clash[0]} (same name in different "
+                        "folders); plot them one by one")
+    return targets
 
 
 def plot_ensemble_file(path, target):

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import math
 
+from ..errors import SamplerError
+
+# a step size tuned below this fraction of its start is a stalled run, not a tuned one
+COLLAPSE_FRACTION = 1e-4
+
 
 class Fixed:
     """No adaptation: the same parameters throughout."""
@@ -53,7 +58,13 @@ class DualAveraging:
                 "log_eps_bar": eta * log_eps + (1 - eta) * s["log_eps_bar"]}
 
     def params(self, s: dict) -> dict:
-        return {"step": math.exp(s["log_eps"]), **self.other}
+        eps = math.exp(s["log_eps"])
+        if eps < self.eps0 * COLLAPSE_FRACTION:     # each trajectory would take > 1e4 x as long
+            raise SamplerError(
+                f"the HMC step size collapsed to {eps:.2g} during warm-up (from {self.eps0:.2g}): "
+                f"no step size reaches acceptance {self.target:g}; the action may be unbounded "
+                "below at these parameters (check the --set values) or the chains ran away")
+        return {"step": eps, **self.other}
 
     def final(self, s: dict) -> dict:
         return {"step": math.exp(s["log_eps_bar"] if s["t"] else s["log_eps"]), **self.other}

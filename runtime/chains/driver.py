@@ -21,6 +21,7 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SamplerError
+from ..io import interrupt
+from ..io.attrs import to_jsonable
 from ..io.checkpoint import load_run_checkpoint, save_checkpoint
 from ..io.ensemble import EnsembleFile, SamplerRun, file_attrs, series_array, series_specs
 from .health import ChainHealth
@@ -141,7 +144,10 @@ class _Run:
                 "generator": self.generator.get_state(), "adaptation": self.astate,
                 "final": self.final,
                 "health": None if self.health is None else self.health.state_dict(),
-                "seconds": self.seconds}
+                "seconds": self.seconds,
+                # the file's attributes (theory, parameters, provenance): what `measure
+                # --partial` labels the interrupted run with, and what --resume compares
+                "attrs": json.dumps(to_jsonable(self.output.attrs))}
 
     def restore(self, snap: dict) -> None:
         self.state = self.kernel.load_state(snap["state"], self.plan.device)
@@ -166,9 +172,11 @@ class _Run:
         self.block = max(sync, self.block - self.block % sync)  # own synchronisation
         self.buffer, self.sums = None, {}
         bar = tqdm(total=total, initial=self.t, disable=not progress, desc=label, unit="step")
-        with bar:
+        with bar, interrupt.safe_points():
             self.tick = time.perf_counter()
             while self.t < total and self.stopped is None:
+                if interrupt.requested():
+                    self.stop_for_signal()
                 if self.t >= p.warmup and hasattr(self.kernel, "advance_block"):
                     self.advance_block(bar)
                     self.clock()
@@ -182,6 +190,19 @@ class _Run:
                     self.after_warm_step(info)
                 else:
                     self.after_step(info, params)
+
+    def stop_for_signal(self) -> None:
+        """SIGINT/SIGTERM (io/interrupt.py): at a whole kept configuration (or a warm-up step),
+        write what is kept and the checkpoint, then stop; mid-configuration, step on to one."""
+        p = self.plan
+        j = self.t - p.warmup
+        if j > 0 and j % p.every:
+            return
+        if j > 0 and j // p.every > self.written and not hasattr(self.kernel, "advance_block"):
+            self.flush(j // p.every)
+        else:
+            self.save()
+        raise interrupt.Interrupted(interrupt.requested(), self.checkpoint)
 
     def clock(self) -> None:
         now = time.perf_counter()
@@ -291,7 +312,8 @@ class _Run:
                              (configs.shape[2:], stored.dtype) if stored is not None else None)
         self.sink.write(self.written, stored, series, self.written // p.save_every)
         self.written = count
-        self.reset_bad()
+        if not interrupt.requested():      # a stop's early flush: chains are reset where an
+            self.reset_bad()               # uninterrupted run resets them (block ends)
         self.save()
 
     # -- the end

@@ -29,10 +29,34 @@ def atomic_replace(path: str | os.PathLike, write) -> None:
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """fsync the finished temporary file `tmp` and rename it onto `path` (same folder)."""
+    """fsync the finished temporary file `tmp` and rename it onto `path` (same folder), with the
+    mode a plain open() would give it (mkstemp makes 0600; the user's umask decides), then
+    remove what killed writers of the same target left behind."""
     with open(tmp, "rb+") as fh:   # the data must be on disk before the rename makes it visible
         os.fsync(fh.fileno())
+        os.fchmod(fh.fileno(), 0o666 & ~current_umask())
     os.replace(tmp, path)
+    remove_stale(Path(path))
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)       # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def remove_stale(path: Path) -> None:
+    """Temporary files of earlier writes of `path` (`.NAME.*.tmp`, from a writer killed before
+    its rename): the target is now complete, so they can never be needed."""
+    for stale in folder_of(path).glob(f".{glob_escape(path.name)}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
 def folder_of(path: Path) -> Path:

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import SamplerError
 from .atomic import atomic_replace
+from .validate import FormatError, load_plain, require
 
 CHECKPOINT_FORMAT = 1
 
@@ -25,21 +26,33 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by `save_checkpoint` (tensors on the cpu, weights_only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    fmt = state.pop("checkpoint_format", None)
+    """Read a checkpoint written by `save_checkpoint` (tensors on the cpu, weights_only); a
+    foreign, damaged or pickled file is a one-line SamplerError (io/validate.py)."""
+    state = load_plain(path, "checkpoint")
+    if not isinstance(state, dict) or "checkpoint_format" not in state:
+        raise FormatError(f"{path}: not a theoryc checkpoint (no checkpoint format in it)")
+    fmt = state.pop("checkpoint_format")
     if fmt != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a theoryc checkpoint (format {fmt!r})")
+        raise SamplerError(f"{path}: not a checkpoint this theoryc reads (format {fmt!r}, this "
+                           f"one reads {CHECKPOINT_FORMAT}); remove it and start again")
     return state
 
 
-def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict) -> dict | None:
+RUN_KEYS = {"sampler": str, "settings": dict, "t": int, "written": int, "state": dict,
+            "adaptation": dict, "seconds": float}
+
+
+def load_run_checkpoint(path: str | os.PathLike, sampler: str | None, settings: dict | None,
+                        check: bool = True) -> dict | None:
     """The checkpoint of an interrupted run to resume, or None when there is none. A checkpoint
     made by another sampler or with other settings is refused: resuming it would silently mix
-    two different runs."""
+    two different runs (check=False: read it without comparing, e.g. to measure it)."""
     if not os.path.exists(path):
         return None
     snap = load_checkpoint(path)
+    require(path, snap, RUN_KEYS, "sampler checkpoint")
+    if not check:
+        return snap
     refuse_other_settings(path, {"sampler": snap.get("sampler"), "settings": snap.get("settings")},
                           {"sampler": sampler, "settings": settings})
     return snap

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .atomic import publish
+from .validate import validate_ensemble
 from .attrs import decode_attr, decode_params, to_jsonable, write_attrs  # noqa: F401 (re-exported)
 
 CHUNK_BYTES = 1 << 20     # about 1 MB per chunk: fast appends and fast reads of one chain
@@ -102,7 +103,8 @@ def theory_attrs(theory) -> dict:
 def read_ensemble(path, configs: bool = True, observables: bool = True) -> Ensemble:
     """Read an ensemble file (skip the configurations with configs=False, the observables with
     observables=False). A file sampled with --no-configs has none: asking for them is a
-    one-line error."""
+    one-line error; so is a file that is not an ensemble theoryc wrote (io/validate.py)."""
+    validate_ensemble(path)
     with h5py.File(path, "r") as f:
         if configs and "configs" not in f:
             raise ValueError(f"{path} holds no configurations (it was sampled with --no-configs)")

@@ -22,6 +22,7 @@ import torch
 from theoryc.runtime.io.atomic import atomic_replace
 from theoryc.runtime.io.attrs import decode_params, to_jsonable
 from theoryc.runtime.errors import SamplerError
+from theoryc.runtime.io.validate import load_plain, scalar
 
 FORMAT_VERSION = 1
 KINDS = ("flow", "van", "diffusion")
@@ -63,13 +64,7 @@ def write_model_file(path: str | os.PathLike, *, kind: str, theory: dict, settin
 
 def load_model_file(path: str | os.PathLike) -> tuple[str, dict]:
     """(kind, payload) of a model file; a foreign, corrupt or newer file is a one-line error."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception:    # the weights-only unpickler raises many types for a foreign file
-        raise SamplerError(f"{path} is not a model file theoryc wrote: it does not load as plain "
-                           "tensors and numbers (nothing in a model file is ever run)") from None
+    payload = load_plain(path, "model file")
     if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
         raise SamplerError(f"{path} is not a model file theoryc wrote (no model kind in it)")
     if not isinstance(payload.get("format_version"), int):
@@ -80,9 +75,15 @@ def load_model_file(path: str | os.PathLike) -> tuple[str, dict]:
                            f"{payload['format_version']}; this one reads up to {FORMAT_VERSION})")
     try:
         payload["settings"] = json.loads(payload["settings"])
-        json.loads(payload["params"])
+        params = json.loads(payload["params"])
         if not isinstance(payload["settings"], dict) or not isinstance(payload["state_dict"], dict):
             raise TypeError("settings and state_dict must be dictionaries")
+        if not isinstance(params, dict) or not all(scalar(v) for v in params.values()):
+            raise TypeError("params must map names to numbers or [re, im]")
+        if not isinstance(payload["shape"], list) or not all(isinstance(s, int) for s in payload["shape"]):
+            raise TypeError("shape must be a list of whole numbers")
+        if not isinstance(payload["theory_name"], str) or not isinstance(payload["theory_source"], str):
+            raise TypeError("theory_name and theory_source must be text")
     except (KeyError, TypeError, ValueError) as err:
         raise SamplerError(f"{path} is a damaged model file ({type(err).__name__}: {err})") from None
     return payload["kind"], payload

@@ -22,6 +22,7 @@ owns everything else, once:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from theoryc.runtime.io import interrupt
 from theoryc.runtime.io.checkpoint import load_checkpoint, refuse_other_settings, save_checkpoint
 from theoryc.runtime.errors import SamplerError
 
@@ -119,15 +121,19 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc)
     t0 = time.perf_counter() - state["seconds"]
-    while state["step"] < end:
-        _step(task, s, net, params, ema, opt, gen, state)
-        state["seconds"] = time.perf_counter() - t0
-        bar.update(1)
-        if state["history"]["step"][-1:] == [state["step"] - 1]:     # this step was logged
-            bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state["history"].items()
-                             if k not in ("step", "seconds", "lr")}, refresh=False)
-        if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
-            _save(checkpoint, settings, net, ema, opt, gen, state)
+    with interrupt.safe_points() if checkpoint else contextlib.nullcontext():
+        while state["step"] < end:
+            if interrupt.requested():      # SIGINT/SIGTERM: checkpoint between steps, then stop
+                _save(checkpoint, settings, net, ema, opt, gen, state)
+                raise interrupt.Interrupted(interrupt.requested(), checkpoint)
+            _step(task, s, net, params, ema, opt, gen, state)
+            state["seconds"] = time.perf_counter() - t0
+            bar.update(1)
+            if state["history"]["step"][-1:] == [state["step"] - 1]:     # this step was logged
+                bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in state["history"].items()
+                                 if k not in ("step", "seconds", "lr")}, refresh=False)
+            if checkpoint and (state["step"] % checkpoint_every == 0 or state["step"] == end):
+                _save(checkpoint, settings, net, ema, opt, gen, state)
     bar.close()
     raw = None
     if ema is not None:
