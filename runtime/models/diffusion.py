@@ -30,7 +30,7 @@ from theoryc.runtime.io.ensemble import SamplerRun
 from theoryc.runtime.io.modelfile import theory_fingerprint
 from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, theory_digest, train
 from theoryc.runtime.models.networks import build_network
-from theoryc.runtime.models.sde import SOLVERS, integrate_reverse, prior_sample
+from theoryc.runtime.models.sde import SOLVERS, integrate_reverse, prior_sample, shared_time
 from theoryc.runtime.theory import Schedule
 
 Tensor = torch.Tensor
@@ -48,6 +48,9 @@ class DiffusionModel(nn.Module):
     """
 
     kind = "diffusion"
+    # Energy flavour: take the score from the network's hand-written gradient where it has one
+    # (TimeMLP.value_and_vjp); False forces autograd (the reference the tests compare with).
+    analytic_gradient = True
 
     def __init__(self, net: nn.Module, schedule: Schedule, *, flavour: str,
                  config_shape: tuple[int, ...], is_complex: bool, data_mean: Tensor,
@@ -98,12 +101,15 @@ class DiffusionModel(nn.Module):
         return v.reshape(1, -1, *([1] * (x.dim() - 2)))
 
     def precondition(self, x: Tensor, t: Tensor):
-        """(u, c_in, log_std): the standardised input, its scale, and log sqrt(xi) per sample."""
+        """(u, c_in, log_std): the standardised input, its scale, and log sqrt(xi) per sample
+        ((1,) when t is one time expanded over the batch; it broadcasts)."""
         sh = (-1, *([1] * (x.dim() - 1)))
-        f, xi = self.schedule.f(t).reshape(sh), self.schedule.xi(t).reshape(sh)
+        t = shared_time(t)             # one time for the whole batch (sampling): evaluated once
+        xi_t = self.schedule.xi(t)
+        f, xi = self.schedule.f(t).reshape(sh), xi_t.reshape(sh)
         mean, var = self._channel(self.data_mean, x), self._channel(self.data_var, x)
         c_in = torch.rsqrt(f**2 * var + xi)
-        return (x - f * mean) * c_in, c_in, 0.5 * self.schedule.xi(t).log()
+        return (x - f * mean) * c_in, c_in, 0.5 * xi_t.log()
 
     def energy(self, x: Tensor, t: Tensor, net: nn.Module | None = None) -> Tensor:
         """E(x, t) per sample (batch,), energy flavour only; exp(-E) ~ p_t(x) up to a constant."""
@@ -120,6 +126,11 @@ class DiffusionModel(nn.Module):
         if self.flavour == "score":
             u, c_in, log_std = self.precondition(x, t)
             return c_in * (-u + (net or self.net)(u, t, log_std).reshape(u.shape))
+        net = net or self.net
+        if self.analytic_gradient and not create_graph and hasattr(net, "value_and_vjp"):
+            # sampling: dE/dx = c_in (u + J^T v) with the network's own chain rule (networks.py)
+            u, c_in, log_std = self.precondition(x, t)
+            return -c_in * (u + net.value_and_vjp(u, t, log_std)[1])
         with torch.enable_grad():
             xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
             e = self.energy(xg, t, net)

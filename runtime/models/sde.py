@@ -34,6 +34,15 @@ def _per_sample(v: Tensor, x: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 
+def shared_time(t: Tensor) -> Tensor:
+    """t itself, or its first element (shape (1,), which broadcasts) when t is one time expanded
+    over the batch (stride 0, as the solvers pass it): the schedule is then evaluated once per
+    step instead of once per sample."""
+    if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0:
+        return t[:1]
+    return t
+
+
 def perturb(x0: Tensor, t: Tensor, schedule: Schedule, generator: torch.Generator | None = None):
     """Sample x_t ~ p_t(x | x_0) = N(f(t) x_0, xi(t)). Returns (x_t, eps, std) with std = sqrt(xi)."""
     t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device).expand(x0.shape[0])
@@ -54,12 +63,14 @@ def prior_sample(schedule: Schedule, n: int, mean: Tensor, var: Tensor,
 
 def reverse_sde_drift(x: Tensor, t: Tensor, score: Tensor, schedule: Schedule) -> Tensor:
     """dx/dt of the reverse-time SDE (integrated with dt < 0): -k/2 x - g^2 score."""
+    t = shared_time(t)
     g2 = _per_sample(schedule.g(t) ** 2, x)
     return schedule.drift(x, t) - g2 * score
 
 
 def probability_flow_drift(x: Tensor, t: Tensor, score: Tensor, schedule: Schedule) -> Tensor:
     """dx/dt of the probability-flow ODE: -k/2 x - g^2/2 score."""
+    t = shared_time(t)
     g2 = _per_sample(schedule.g(t) ** 2, x)
     return schedule.drift(x, t) - 0.5 * g2 * score
 
@@ -108,7 +119,7 @@ def integrate_reverse(score_fn: ScoreFn, x: Tensor, schedule: Schedule, *, solve
 def _em_step(score_fn, x, t, t_next, schedule, generator):
     dt = (t - t_next)[0]                      # > 0: we step backwards in time
     drift = reverse_sde_drift(x, t, score_fn(x, t), schedule)
-    g = _per_sample(schedule.g(t), x)
+    g = _per_sample(schedule.g(shared_time(t)), x)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x - drift * dt + g * dt.sqrt() * noise
 
