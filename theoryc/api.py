@@ -375,15 +375,21 @@ def check_model_theory(model, th, *, path, exact: bool) -> None:
 def sample_model(th, sampler, model, n, output, options):
     """`sample` with a trained model: "flow" (a flow or VAN: an exact independent-Metropolis
     chain over its proposals, or with metropolis=False the proposals with log-weights) or
-    "diffusion" (n independent configurations from the reverse SDE/ODE). options: those of
-    sample_flow (runtime/models/sampling.py) / sample_diffusion (runtime/models/diffusion.py)."""
+    "diffusion" (n independent configurations from the reverse SDE/ODE; with exact=True the
+    probability-flow ODE's samples with log-weights -S - log q, or an independent-Metropolis
+    chain over them). options: those of sample_flow (runtime/models/sampling.py) /
+    sample_diffusion (runtime/models/diffusion.py) / sample_exact (runtime/models/likelihood.py)."""
     import inspect
     from .runtime.errors import SamplerError
     from .runtime.io.ensemble import write_ensemble
     from .runtime.measure import measure_observables
+    exact = bool(options.pop("exact", False)) and sampler == "diffusion"
     if sampler == "flow":
         from .runtime.models import FLOW_KINDS as kinds
         from .runtime.models.sampling import sample_flow as draw
+    elif exact:     # ODE samples with their log q: log-weights, or independent Metropolis
+        from .runtime.models.likelihood import sample_exact as draw
+        kinds = ("diffusion",)
     else:
         from .runtime.models.diffusion import sample_diffusion as draw
         kinds = ("diffusion",)
@@ -391,8 +397,8 @@ def sample_model(th, sampler, model, n, output, options):
     if unknown:
         raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
     model = trained_model(model, th, kinds, options.get("device", "cpu"),
-                          exact=sampler == "flow")
-    run = draw(th, model, n, **options) if sampler == "flow" else draw(model, n, **options)
+                          exact=sampler == "flow" or exact)
+    run = draw(th, model, n, **options) if sampler == "flow" or exact else draw(model, n, **options)
     run.observables = measure_observables(th, run.configs)
     if output:
         attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,

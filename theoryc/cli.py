@@ -166,6 +166,12 @@ def compile(theory, sets, emit):
               help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion integration steps.")
 @click.option("--no-metropolis", is_flag=True, help="Flow: keep raw proposals with log-weights instead of an exact chain.")
+@click.option("--exact", is_flag=True,
+              help="Diffusion: probability-flow ODE samples with their log q, stored as log-weights -S - log q.")
+@click.option("--probes", type=click.IntRange(0), default=None,
+              help="--exact: Hutchinson probes for the divergence (0: exact; default exact up to 16 features, else 4).")
+@click.option("--independent-metropolis", is_flag=True,
+              help="--exact: an independent-Metropolis chain over the ODE samples instead of log-weights.")
 @click.option("--save-every", type=click.IntRange(1), default=1, show_default=True,
               help="Chain samplers: store every K-th configuration (observables of all).")
 @click.option("--no-configs", is_flag=True, help="Chain samplers: store observables and statistics only.")
@@ -176,7 +182,8 @@ def compile(theory, sets, emit):
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
            trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver,
-           steps, no_metropolis, save_every, no_configs, resume, quiet, output, force):
+           steps, no_metropolis, exact, probes, independent_metropolis, save_every, no_configs, resume,
+           quiet, output, force):
     """Sample THEORY and write an ensemble file."""
     from . import api
     check_output(output, force, resume=resume)
@@ -195,9 +202,9 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
                          model=need_model(model_path) if model_path else None,
                          save_every=save_every, configs=not no_configs, **common, **options)
     else:   # a trained model's independent proposals (flow: through an exact Metropolis chain)
-        options = {"metropolis": not no_metropolis} if sampler == "flow" else {"solver": solver}
-        if steps and sampler == "diffusion":
-            options["steps"] = steps
+        options = model_options(sampler, solver=solver, steps=steps, no_metropolis=no_metropolis,
+                                exact=exact, probes=probes,
+                                independent_metropolis=independent_metropolis)
         run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
                          **options)
     if not getattr(run, "already_complete", False):
@@ -244,6 +251,25 @@ def check_settings(**values) -> None:
     if step is not None and length is not None and length / step > 1e5:   # HMC
         raise UserError(f"--step {step:g} makes {length / step:.3g} leapfrog steps per trajectory "
                         f"of length {length:g}; use a step of at least {length / 1e5:g}")
+
+
+def model_options(sampler, *, solver, steps, no_metropolis, exact, probes,
+                  independent_metropolis) -> dict:
+    """The options of `theoryc sample` that apply to a flow or a diffusion model."""
+    if (probes is not None or independent_metropolis) and not exact:
+        raise UserError("--probes and --independent-metropolis apply to --sampler diffusion --exact")
+    if exact and sampler != "diffusion":
+        raise UserError("--exact applies to --sampler diffusion (a flow is exact already)")
+    if exact and solver != "em":
+        raise UserError("--exact integrates the probability-flow ODE itself; drop --solver")
+    if sampler == "flow":
+        return {"metropolis": not no_metropolis}
+    options = {"exact": True, "metropolis": independent_metropolis} if exact else {"solver": solver}
+    if probes is not None:
+        options["probes"] = probes
+    if steps:
+        options["steps"] = steps
+    return options
 
 
 def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajectory_length,
