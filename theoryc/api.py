@@ -194,9 +194,12 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     import torch
     from .runtime.chains.driver import Output
     from .runtime.errors import SamplerError
+    from .runtime.parallel import world
     from .runtime.measure import measure_observables
     th = load(theory) if isinstance(theory, (str, Path)) else theory
     if sampler in MODEL_SAMPLERS:
+        if world().spread:
+            raise SamplerError(f"sampler {sampler} runs in one process; start it without torchrun")
         return sample_model(th, sampler, model, n, output, options)
     run_sampler = chain_sampler(sampler)
     target = th if model is None else energy_target(model, th, options.get("device", "cpu"))
@@ -223,6 +226,8 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
             return finished_run(output, th)
     run = run_sampler(target, n=n, chains=chains, output=out, checkpoint=checkpoint,
                       resume=resume, save_every=save_every, store_configs=configs, **options)
+    if run is None:                 # a torchrun rank other than 0: rank 0 wrote the file
+        return None
     if output and checkpoint:
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
     run.theory = th                 # what `measure(run)` takes the estimates of
@@ -437,6 +442,7 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     import inspect
     from .runtime.errors import SamplerError
     from .runtime.models import save_model
+    from .runtime.parallel import is_main
     import torch
     th = load(theory) if isinstance(theory, (str, Path)) else theory
     if model not in ("flow", "diffusion"):
@@ -463,11 +469,12 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
                                "to resume; to train again, drop --resume and add --force")
         note(f"no checkpoint {checkpoint} to resume: training from the beginning")
     trained = fit(th, **args, checkpoint=checkpoint, resume=resume, **options)
-    if output:
+    written = bool(output) and is_main()     # torchrun: rank 0 writes the model file
+    if written:
         save_model(trained, output, th)
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
     return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
-                   Path(output) if output else None)
+                   Path(output) if written else None)
 
 
 def training_data(data, th=None):

@@ -207,6 +207,8 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
                                 independent_metropolis=independent_metropolis)
         run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
                          **options)
+    if run is None:       # a rank other than 0 of a torchrun job: rank 0 wrote and reports
+        return
     if not getattr(run, "already_complete", False):
         click.echo(f"wrote {output}: {run.chains_and_n} (chains, configurations)")
     print_warnings(output)
@@ -361,9 +363,11 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
     else:
         given.update(schedule=schedule, flavour=flavour, t_power=t_power)
     options = {k: v for k, v in given.items() if v is not None}
-    api.train(th, kind, data=data, output=output, resume=resume, steps=steps, seed=seed,
-              device=pick_device(device), dtype=dtype, progress=not quiet, **options)
-    click.echo(f"wrote {output}")
+    trained = api.train(th, kind, data=data, output=output, resume=resume, steps=steps,
+                        seed=seed, device=pick_device(device), dtype=dtype, progress=not quiet,
+                        **options)
+    if trained.path is not None:      # None on the ranks of a torchrun job other than 0
+        click.echo(f"wrote {output}")
 
 
 # ---------------------------------------------------------------------------------- measure

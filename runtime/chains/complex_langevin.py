@@ -45,6 +45,9 @@ from .driver import Output, Plan, run_chains
 from .health import ChainHealth
 from .moves import per_chain
 from .noise import DEFAULT_EVERY, DEFAULT_STEP, DEFAULT_WARMUP, gaussian_noise
+from ..parallel import collectives
+from ..parallel.streams import randn
+from ..parallel.world import world
 
 Tensor = torch.Tensor
 
@@ -80,6 +83,9 @@ class CLKernel:
     """
 
     averaged: tuple[str, ...] = ()
+    # draws through parallel/streams.py: chain i's numbers depend on (seed, i) only, so the
+    # chains can be split over ranks (chains/driver.py)
+    chain_streams = True
     # kept configurations per chain between two moments when all chains are level: a chain that
     # is slow in one span catches up over the others (the results depend on this, not on the
     # checkpoint cadence; blocks and checkpoints fall on multiples of it)
@@ -157,14 +163,15 @@ class CLKernel:
         prior_sum, prior_count = params.get("drift_sum", 0.0), params.get("drift_count", 0)
         active = torch.ones(chains, dtype=torch.bool, device=dev)
         substeps = s.substeps
+        split = getattr(generator, "split", None) if world().spread else None
         while True:
             if params["adaptive"]:
                 k2 = max_drift_squared(drift)
                 if params["drift_ref"] is None:     # warm-up: running mean of max|K| (finite)
                     kmax = k2.to(torch.float64).sqrt()
                     ok = active & torch.isfinite(kmax)
-                    k_sum += torch.where(ok, kmax, 0.0).sum()
-                    k_count += ok.sum()
+                    k_sum += chain_sum(torch.where(ok, kmax, 0.0), split)
+                    k_count += chain_sum(ok, split)
                     ref = ((k_sum + prior_sum) / (k_count + prior_count).clamp(min=1)).clamp(
                         min=1e-300).to(rdtype)
                 else:
@@ -182,6 +189,10 @@ class CLKernel:
             stalled = active & (n_steps > params["max_substeps"])
             due = active & ((remaining <= tol) | stalled | torch.isnan(remaining))
             if not bool(due.any()):
+                # chains split over ranks: every rank takes as many substeps as the slowest
+                # chain anywhere (the waiting ones draw noise, as in one process)
+                if split is not None and not collectives.any_rank(bool(active.any())):
+                    break
                 continue
             idx = due.nonzero().squeeze(1)
             k = index[idx]
@@ -196,7 +207,8 @@ class CLKernel:
             n_steps[idx] = 0
             dt_min[idx] = eps
             active = index < count
-            if not bool(active.any()):
+            if not (bool(active.any()) if split is None
+                    else collectives.any_rank(bool(active.any()))):
                 break
         info = {"drift_sum": float(k_sum), "drift_count": int(k_count)}
         state = CLState(z, drift, s.time + count * span, failed[:, -1], substeps)
@@ -209,14 +221,17 @@ class CLKernel:
         zf, kf = zi.flatten(1), ki.flatten(1)
         # Langevin operator on O = mean(z^2): L_c O = mean(2 (1 + z K)); <L_c O> = 0 is the
         # Schwinger-Dyson equation, and its cutoff dependence the boundary term (cl_diagnostics).
-        sd = (2 * (1 + zf * kf)).mean(1)
-        y = zf.imag
+        # in real arithmetic: torch's complex product rounds differently in its vectorised
+        # loop and its tail, so it would depend on how many chains are recorded at once
+        x, y, kx, ky = zf.real, zf.imag, kf.real, kf.imag
+        sd_re = (2 * (1 + (x * kx - y * ky))).mean(1)
+        sd_im = (2 * (x * ky + y * kx)).mean(1)
         figures = {"langevin_time": time0[idx] + (k + 1).to(torch.float64) * span,
                    "n_steps": n_steps[idx], "dt_min": dt_min[idx],
                    "dt_mean": span / n_steps[idx].clamp(min=1),
                    "drift_magnitude": (kf.real.square() + kf.imag.square()).mean(1).sqrt(),
                    "y_max": y.abs().amax(1), "y_rms": y.square().mean(1).sqrt(),
-                   "sd_re": sd.real, "sd_im": sd.imag}
+                   "sd_re": sd_re, "sd_im": sd_im}
         for name, v in figures.items():
             stats[name][idx, k] = v.to(torch.float64)
 
@@ -265,6 +280,13 @@ class CLKernel:
     def load_state(self, d: dict, device) -> CLState:
         return CLState(*(d[k].to(device) for k in ("z", "drift", "time", "failed")),
                        int(d["substeps"]))
+
+
+def chain_sum(x: Tensor, split) -> Tensor:
+    """x.sum() over every rank's chains, summed in one order (bitwise the one-process sum)."""
+    if split is None:
+        return x.sum()
+    return collectives.all_rows(x, split.counts).sum()
 
 
 def _add_noise(z: Tensor, noise: Tensor) -> Tensor:
@@ -332,8 +354,8 @@ def run_complex_langevin(theory, *, n: int, chains: int = 1024, warmup: int = DE
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
 
     def start(generator):
-        return torch.randn((chains, *theory.shape), generator=generator, device=plan.device,
-                           dtype=rdtype).to(cdtype)
+        return randn((generator.chains, *theory.shape), generator=generator, device=plan.device,
+                     dtype=rdtype).to(cdtype)
     return run_chains(kernel, start, plan, adaptation, settings, output=output,
                       health=ChainHealth(chains, plan.device, max_abs, max_bad_fraction),
                       checkpoint=checkpoint, resume=resume, progress=progress,

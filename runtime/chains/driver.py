@@ -37,6 +37,10 @@ from ..io import interrupt
 from ..io.attrs import to_jsonable
 from ..io.checkpoint import load_run_checkpoint, save_checkpoint
 from ..io.ensemble import EnsembleFile, SamplerRun, file_attrs, series_array, series_specs
+from ..parallel import collectives
+from ..parallel.streams import ChainSplit, ChainStreams, n_streams, split_chains
+from ..parallel.world import world
+from .adaptation import Fixed
 from .health import ChainHealth
 from .moves import apply_symmetries, per_chain
 
@@ -118,48 +122,94 @@ class _Run:
     def __init__(self, kernel, plan, adaptation, settings, output, symmetries, health, checkpoint):
         self.kernel, self.plan, self.adaptation = kernel, plan, adaptation
         self.settings = {**plan.dict(), **settings}   # a kernel may count steps its own way
-        self.output, self.symmetries, self.health = output, symmetries, health
+        self.output, self.symmetries = output, symmetries
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.sink = _Sink(output.path, self.checkpoint)
-        self.generator = torch.Generator(device=plan.device)
+        self.world = world()
+        self.streams = getattr(kernel, "chain_streams", False)
+        self.split = self.chain_split()
+        # rank 0 writes the file and the checkpoints; the others send it their blocks
+        self.sink = _Sink(output.path if self.world.is_main else None,
+                          self.checkpoint if self.world.is_main else None)
+        self.health = None if health is None else ChainHealth(
+            self.split.hi - self.split.lo, plan.device, health.max_abs, health.max_bad_fraction)
+        self.generator = (ChainStreams(plan.seed, self.split, plan.device) if self.streams
+                          else torch.Generator(device=plan.device))
         self.t = 0                    # kernel steps done, warm-up first
         self.written = 0              # kept configurations in the sink
         self.seconds = 0.0            # production wall time (timing only)
         self.stopped = None           # why the run stopped early, if it did
 
+    def chain_split(self) -> ChainSplit:
+        """The chains this rank runs: whole blocks of chains with their own random streams
+        (parallel/streams.py) for a kernel that draws through them, else all of them."""
+        p = self.plan
+        if self.streams:
+            self.settings["chain_streams"] = n_streams(p.chains)   # the layout decides the ensemble
+            return split_chains(p.chains, self.world)
+        if self.world.spread:
+            raise SamplerError(f"sampler {self.settings.get('sampler')} runs in one process; "
+                               "start it without torchrun")
+        return ChainSplit(p.chains, (0, p.chains), ((0, 1),))
+
     # -- start or resume
     def begin(self, start: Callable, resume: bool) -> None:
-        self.generator.manual_seed(self.plan.seed)
+        if not self.streams:
+            self.generator.manual_seed(self.plan.seed)
         self.state = self.kernel.init(start(self.generator), self.generator)
         self.astate = self.adaptation.init()
         self.final = self.adaptation.final(self.astate) if self.plan.warmup == 0 else None
         if resume and self.checkpoint is not None:
+            # every rank reads the checkpoint rank 0 wrote (on a file system they share)
             snap = load_run_checkpoint(self.checkpoint, self.settings["sampler"], self.settings)
-            if snap is not None and (snap["written"] == 0 or self.sink.reopen()):
+            usable = snap is not None and (snap["written"] == 0 or self.sink.reopen())
+            if collectives.from_main(usable):
                 self.restore(snap)
 
+    def all_rows(self, d: dict | None, gather=collectives.gather_rows) -> dict | None:
+        """The per-chain tensors of `d` with every rank's chains (rank 0; elsewhere None)."""
+        if d is None or not self.world.spread:
+            return d
+        n = self.split.hi - self.split.lo
+        return {k: gather(v, self.split.counts) if _per_chain(v, n) else v for k, v in d.items()}
+
+    def my_rows(self, d: dict | None) -> dict | None:
+        """This rank's chains of a checkpoint's per-chain tensors (which hold all chains)."""
+        if d is None or not self.streams:
+            return d
+        lo, hi, n = self.split.lo, self.split.hi, self.plan.chains
+        return {k: v[lo:hi] if _per_chain(v, n) else v for k, v in d.items()}
+
     def snapshot(self) -> dict:
+        """The run's state with all chains (on rank 0), whatever the number of ranks: a
+        checkpoint resumes on any number of them."""
+        generator = self.generator.get_state()
+        if self.streams and self.world.spread:
+            generator = collectives.gather_rows(generator, self.split.block_counts)
         return {"sampler": self.settings["sampler"], "settings": self.settings, "t": self.t,
-                "written": self.written, "state": self.kernel.state_dict(self.state),
-                "generator": self.generator.get_state(), "adaptation": self.astate,
+                "written": self.written, "state": self.all_rows(self.kernel.state_dict(self.state)),
+                "generator": generator, "adaptation": self.astate,
                 "final": self.final,
-                "health": None if self.health is None else self.health.state_dict(),
+                "health": None if self.health is None else self.all_rows(self.health.state_dict()),
                 "seconds": self.seconds,
                 # the file's attributes (theory, parameters, provenance): what `measure
                 # --partial` labels the interrupted run with, and what --resume compares
                 "attrs": json.dumps(to_jsonable(self.output.attrs))}
 
     def restore(self, snap: dict) -> None:
-        self.state = self.kernel.load_state(snap["state"], self.plan.device)
-        self.generator.set_state(snap["generator"])
+        self.state = self.kernel.load_state(self.my_rows(snap["state"]), self.plan.device)
+        b = self.split.blocks
+        self.generator.set_state(snap["generator"][b.start:b.stop] if self.streams
+                                 else snap["generator"])
         self.astate, self.final = snap["adaptation"], snap["final"]
         self.t, self.written, self.seconds = snap["t"], snap["written"], snap["seconds"]
         if self.health is not None:
-            self.health.load(snap["health"])
+            self.health.load(self.my_rows(snap["health"]))
 
     def save(self) -> None:
         if self.checkpoint is not None:
-            save_checkpoint(self.checkpoint, self.snapshot())
+            snap = self.snapshot()          # every rank: it gathers the chains to rank 0
+            if self.world.is_main:
+                save_checkpoint(self.checkpoint, snap)
 
     # -- the loop
     def loop(self, progress: bool, label: str) -> None:
@@ -210,6 +260,10 @@ class _Run:
 
     def after_warm_step(self, info: dict) -> None:
         p = self.plan
+        # the adaptation sees every rank's chains, in one order: the same parameters as in
+        # one process, to the last bit
+        if self.world.spread and not isinstance(self.adaptation, Fixed):
+            info = self.all_rows(info, collectives.all_rows)
         self.astate = self.adaptation.update(self.astate, info)
         if self.t == p.warmup:
             self.final = self.adaptation.final(self.astate)
@@ -282,10 +336,13 @@ class _Run:
         if mask is not None:
             self.state = self.kernel.transform(
                 self.state, lambda t: torch.where(per_chain(mask, t), torch.zeros_like(t), t))
-        if may_stop and self.health.too_many():
-            p = self.plan
+        if not may_stop:
+            return
+        p = self.plan
+        n_bad = collectives.total(self.health.n_bad)        # over all ranks: all stop together
+        if n_bad > self.health.max_bad_fraction * p.chains:
             self.stopped = (f"stopped after {self.written} of {p.n} configurations: "
-                            f"{self.health.n_bad} of {p.chains} chains ran away")
+                            f"{n_bad} of {p.chains} chains ran away")
 
     # -- blocks
     def keep(self, k: int, info: dict, params: dict) -> None:
@@ -307,10 +364,14 @@ class _Run:
         stored = None
         if p.store_configs:
             stored = configs[:, p.save_every - 1::p.save_every].to("cpu", copy=True).numpy()
-        if not self.sink.is_open:
-            self.sink.create(p, series_specs(series),
-                             (configs.shape[2:], stored.dtype) if stored is not None else None)
-        self.sink.write(self.written, stored, series, self.written // p.save_every)
+        if self.world.spread:     # rank 0 gathers the block (h5py has one writer per file)
+            stored = collectives.gather_array(stored, self.split.counts)
+            series = {k: collectives.gather_array(v, self.split.counts) for k, v in series.items()}
+        if self.world.is_main:
+            if not self.sink.is_open:
+                self.sink.create(p, series_specs(series),
+                                 (configs.shape[2:], stored.dtype) if stored is not None else None)
+            self.sink.write(self.written, stored, series, self.written // p.save_every)
         self.written = count
         if not interrupt.requested():      # a stop's early flush: chains are reset where an
             self.reset_bad()               # uninterrupted run resets them (block ends)
@@ -320,20 +381,40 @@ class _Run:
     def finish(self) -> SamplerRun:
         if self.written == 0:
             raise SamplerError(self.stopped or "the run kept no configuration")
-        good = np.ones(self.plan.chains, bool) if self.health is None else self.health.good()
+        health = self.all_chains_health()
+        if not self.world.is_main:
+            return None                  # rank 0 has written the file and reports the run
+        good = np.ones(self.plan.chains, bool) if health is None else health.good()
         n_done = self.written
         stats = self.sink.read_prefix("stats", good, n_done)
         summary = {**self.kernel.summary(stats, self.final, self.settings),
                    "status": self.stopped or "completed"}
-        if self.health is not None:
-            summary.update(self.health.report())
+        if health is not None:
+            summary.update(health.report())
         settings = {**self.settings, **self.kernel.final_settings(self.final),
-                    "device": str(self.plan.device)}
+                    "device": str(self.plan.device), "ranks": self.world.size}
         timing = self.kernel.timing(self.seconds, stats, self.plan)
         run = SamplerRun(configs=None, stats=stats, summary=summary, settings=settings,
                          timing=timing)
         attrs = file_attrs(run, {**self.output.attrs, "save_every": self.plan.save_every})
         return self.sink.finish(run, attrs, good, n_done, self.plan)
+
+    def all_chains_health(self) -> ChainHealth | None:
+        """The health record of every chain (on rank 0; the local one in one process)."""
+        if self.health is None or not self.world.spread:
+            return self.health
+        d = self.all_rows(self.health.state_dict())
+        if not self.world.is_main:
+            return None
+        health = ChainHealth(self.plan.chains, "cpu", self.health.max_abs,
+                             self.health.max_bad_fraction)
+        health.load(d)
+        return health
+
+
+def _per_chain(v, chains: int) -> bool:
+    """A per-chain tensor: chains first (what a chain_streams kernel keeps in its state)."""
+    return isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == chains
 
 
 class _Buffer:

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import SamplerError
 from .hmc import HMCKernel
+from ..parallel.streams import randn
 
 Tensor = torch.Tensor
 
@@ -70,7 +71,7 @@ class FourierHMCKernel(HMCKernel):
 
     def momenta(self, like: Tensor, generator) -> Tensor:
         root, _ = self._on(like)
-        xi = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        xi = randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
         return torch.fft.ifftn(root * torch.fft.fftn(xi, dim=self.sites), dim=self.sites).real
 
     def velocity(self, p: Tensor) -> Tensor:

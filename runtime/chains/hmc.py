@@ -22,6 +22,7 @@ from .adaptation import DualAveraging, Fixed
 from .angles import angle_wrapper, discrete_fields
 from .driver import Output, Plan, run_chains
 from .moves import maps_gradient, per_chain, where_flipped
+from ..parallel.streams import rand, randn
 
 Tensor = torch.Tensor
 
@@ -104,6 +105,10 @@ def n_steps_for(trajectory_length: float, eps: float) -> int:
 class HMCKernel:
     """One trajectory with a Metropolis test per chain; params: {"step": eps}."""
 
+    # draws through parallel/streams.py: chain i's numbers depend on (seed, i) only, so the
+    # chains can be split over ranks (chains/driver.py)
+    chain_streams = True
+
     def __init__(self, theory, integrator: str = "leapfrog", trajectory_length: float = 1.0,
                  symmetries=()):
         if integrator not in INTEGRATORS:
@@ -131,7 +136,7 @@ class HMCKernel:
         s1 = self.theory.action(phi1).to(torch.float64)
         dH = (s1 - state.action) + (self.kinetic(p1) - k0)
         dH = torch.nan_to_num(dH, nan=math.inf)
-        u = torch.rand(dH.shape, generator=generator, device=dH.device, dtype=torch.float64)
+        u = rand(dH.shape, generator=generator, device=dH.device, dtype=torch.float64)
         accepted = torch.log(u) < -dH
         mask = per_chain(accepted, phi1)
         new = HMCState(torch.where(mask, phi1, phi0), torch.where(accepted, s1, state.action),
@@ -141,7 +146,7 @@ class HMCKernel:
 
     # -- the kinetic term (unit mass here; chains/fourier.py puts a mass in momentum space)
     def momenta(self, like: Tensor, generator) -> Tensor:
-        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
     def kinetic(self, p: Tensor) -> Tensor:
         return kinetic_energy(p)
@@ -249,7 +254,7 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
     }
 
     def start(generator):
-        return 0.1 * torch.randn((chains, *theory.shape), generator=generator,
+        return 0.1 * randn((generator.chains, *theory.shape), generator=generator,
                                  device=plan.device, dtype=dtype)
     return run_chains(kernel, start, plan, adaptation, settings, output=output,
                       symmetries=symmetries, checkpoint=checkpoint, resume=resume,

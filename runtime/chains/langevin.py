@@ -40,6 +40,7 @@ from .driver import Output, Plan, run_chains
 from .health import ChainHealth
 from .moves import per_chain
 from .noise import DEFAULT_EVERY, DEFAULT_STEP, DEFAULT_WARMUP, gaussian_noise
+from ..parallel.streams import rand, randn
 
 Tensor = torch.Tensor
 
@@ -66,6 +67,9 @@ def _randn(like: Tensor, generator: torch.Generator) -> Tensor:
 class EulerMaruyama:
     """phi += eps K(phi) + sqrt(2 eps) eta."""
     name = "em"
+    # draws through parallel/streams.py: chain i's numbers depend on (seed, i) only, so the
+    # chains can be split over ranks (chains/driver.py)
+    chain_streams = True
     drifts_per_step = 1
     averaged: tuple[str, ...] = ()
 
@@ -174,8 +178,8 @@ class MALA(EulerMaruyama):
         log_ratio = (s.action - s_prop + self._log_q(s.phi, prop, k_prop, eps)
                      - self._log_q(prop, s.phi, s.drift, eps))
         log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)
-        u = torch.rand(log_ratio.shape, generator=generator, device=log_ratio.device,
-                       dtype=torch.float64)
+        u = rand(log_ratio.shape, generator=generator, device=log_ratio.device,
+                 dtype=torch.float64)
         ok = torch.log(u) < log_ratio
         okb = per_chain(ok, prop)
         new = LangevinState(torch.where(okb, prop, s.phi), torch.where(okb, k_prop, s.drift),
@@ -251,8 +255,8 @@ def run_langevin(theory, *, n: int, chains: int = 64, warmup: int = DEFAULT_WARM
     }
 
     def start(generator):
-        return torch.randn((chains, *theory.shape), generator=generator, device=plan.device,
-                           dtype=dtype)
+        return randn((generator.chains, *theory.shape), generator=generator, device=plan.device,
+                     dtype=dtype)
     return run_chains(KERNELS[scheme](theory), start, plan, adaptation, settings, output=output,
                       symmetries=list(theory.symmetries or ()) if symmetrize else [],
                       health=ChainHealth(chains, plan.device, max_abs, max_bad_fraction),

@@ -25,6 +25,7 @@ import torch
 from ..errors import SamplerError
 from .adaptation import Fixed
 from .driver import Output, Plan, run_chains
+from ..parallel.streams import rand
 
 Tensor = torch.Tensor
 
@@ -54,6 +55,9 @@ class MetropolisKernel:
     """One checkerboard sweep; no parameters. info: `accept`, the fraction of accepted flips."""
 
     averaged = ("accept",)
+    # draws through parallel/streams.py: chain i's numbers depend on (seed, i) only, so the
+    # chains can be split over ranks (chains/driver.py)
+    chain_streams = True
 
     def __init__(self, theory, device="cpu"):
         self.theory = theory
@@ -70,8 +74,8 @@ class MetropolisKernel:
         for f in range(s.shape[1]):
             for mask in self.masks:
                 delta = self.theory.flip_delta(s)[:, f]
-                u = torch.rand(delta.shape, generator=generator, device=s.device,
-                               dtype=torch.float64)
+                u = rand(delta.shape, generator=generator, device=s.device,
+                         dtype=torch.float64)
                 flip = (torch.log(u) < -delta.to(torch.float64)) & mask
                 s = s.clone()
                 s[:, f] = torch.where(flip, -s[:, f], s[:, f])
@@ -135,7 +139,7 @@ def run_metropolis(theory, *, n: int, chains: int = 4, warmup: int = 200, seed: 
                 "flip_offsets": [list(o) for o in theory.flip_offsets]}
 
     def start(generator):
-        u = torch.rand((chains, *theory.shape), generator=generator, device=plan.device)
+        u = rand((generator.chains, *theory.shape), generator=generator, device=plan.device)
         return torch.where(u < 0.5, -1.0, 1.0).to(dtype)
     return run_chains(kernel, start, plan, Fixed(), settings, output=output,
                       symmetries=list(theory.symmetries or ()) if symmetrize else [],

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..parallel.streams import rand
+
 
 def per_chain(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1)))
@@ -24,7 +26,7 @@ def where_flipped(flip: torch.Tensor, sym):
 def apply_symmetries(kernel, state, symmetries, generator: torch.Generator):
     for index, sym in enumerate(symmetries):
         phi = kernel.fields(state)
-        flip = torch.rand(phi.shape[0], generator=generator, device=phi.device) < 0.5
+        flip = rand((phi.shape[0],), generator=generator, device=phi.device) < 0.5
         if hasattr(kernel, "move"):
             state = kernel.move(state, index, flip)
         else:

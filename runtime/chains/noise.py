@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..parallel.streams import randn
+
 DEFAULT_STEP = 0.01      # the Langevin step eps
 DEFAULT_EVERY = 20       # steps between kept configurations
 DEFAULT_WARMUP = 1000    # warm-up steps
@@ -14,6 +16,6 @@ def gaussian_noise(shape, dtype: torch.dtype, device, generator: torch.Generator
     relative) is far below any statistical error (MALA stays exact: it uses the actual move)."""
     device = torch.device(device)
     if dtype == torch.float64 and device.type == "cpu":
-        return torch.randn(shape, generator=generator, device=device,
+        return randn(shape, generator=generator, device=device,
                            dtype=torch.float32).to(torch.float64)
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return randn(shape, generator=generator, device=device, dtype=dtype)

@@ -38,6 +38,9 @@ from tqdm.auto import tqdm
 from theoryc.runtime.io import interrupt
 from theoryc.runtime.io.checkpoint import load_checkpoint, refuse_other_settings, save_checkpoint
 from theoryc.runtime.errors import SamplerError
+from theoryc.runtime.parallel import collectives
+from theoryc.runtime.parallel.training import data_parallel, rank_seed
+from theoryc.runtime.parallel.world import world
 
 CHECKPOINT_KIND = "training"
 
@@ -112,8 +115,13 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=s.lr)
     ema = _frozen_copy(net) if s.ema_decay is not None else None
-    gen = torch.Generator(device=device).manual_seed(s.seed)
+    w = world()        # torchrun: data-parallel over the ranks (parallel/training.py)
+    gen = torch.Generator(device=device).manual_seed(rank_seed(s.seed, w.rank))
     settings = _all_settings(task, s)
+    if w.spread:       # each rank's batches and generator depend on the number of ranks
+        settings["ranks"] = w.size
+        task = data_parallel(task, device)
+        progress = progress and w.is_main
     state = _fresh_state()
     if resume and checkpoint and os.path.exists(checkpoint):
         state = _restore(checkpoint, settings, net, ema, opt, gen)
@@ -141,7 +149,7 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
         net.load_state_dict(ema.state_dict())
     seconds = max(state["seconds"], 1e-9)
     history = dict(state["history"], skipped_steps=state["skipped"], train_seconds=state["seconds"],
-                   samples_per_second=state["step"] * s.batch_size / seconds)
+                   samples_per_second=state["step"] * s.batch_size * w.size / seconds)
     return TrainResult(history=history, raw_state=raw)
 
 
@@ -151,7 +159,9 @@ def _step(task, s, net, params, ema, opt, gen, state):
         group["lr"] = learning_rate(step, s)
     opt.zero_grad(set_to_none=True)
     loss, info = task.loss(step, gen)
-    ok = bool(torch.isfinite(loss))
+    # one decision for all ranks (a NaN on one skips the step everywhere; DDP's backward
+    # needs every rank or none)
+    ok = not collectives.any_rank(not bool(torch.isfinite(loss)))
     if ok:
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip or math.inf)
@@ -188,7 +198,7 @@ def _ema_update(ema, net, decay: float):
 
 
 def _log(task, state, step, info, opt):
-    total, count = state["window"]
+    total, count = (collectives.total(v) for v in state["window"])    # the mean over ranks
     entry = {"step": step, "loss": total / count if count else float("nan"),
              "lr": opt.param_groups[0]["lr"], "seconds": state["seconds"], **task.record(info)}
     h = state["history"]
@@ -197,10 +207,21 @@ def _log(task, state, step, info, opt):
     state["window"] = [0.0, 0]
 
 
+def _all_rngs(gen) -> torch.Tensor:
+    """The generator state; with torchrun every rank's, (ranks, bytes), on rank 0."""
+    w = world()
+    if not w.spread:
+        return gen.get_state()
+    return collectives.gather_rows(gen.get_state()[None], [1] * w.size)
+
+
 def _save(path, settings, net, ema, opt, gen, state):
+    rng = _all_rngs(gen)
+    if not world().is_main:      # torchrun: rank 0 writes (the weights are the same everywhere)
+        return
     save_checkpoint(path, {"kind": CHECKPOINT_KIND, "settings": json.dumps(settings, sort_keys=True),
                            "net": net.state_dict(), "ema": ema.state_dict() if ema else None,
-                           "optimizer": opt.state_dict(), "rng": gen.get_state(),
+                           "optimizer": opt.state_dict(), "rng": rng,
                            "state": {k: v for k, v in state.items()}})
 
 
@@ -213,7 +234,8 @@ def _restore(path, settings, net, ema, opt, gen) -> dict:
     if ema is not None:
         ema.load_state_dict(ck["ema"])
     opt.load_state_dict(ck["optimizer"])
-    gen.set_state(ck["rng"])
+    rng = ck["rng"]
+    gen.set_state(rng[world().rank] if rng.dim() == 2 else rng)   # (ranks, bytes): torchrun
     state = ck["state"]
     state["window"] = list(state["window"])
     return state
