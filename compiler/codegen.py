@@ -15,6 +15,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .. import __version__
 from ..dsl.errors import TheoryError
+from .fused import fused_steps
 from .ir import TheoryIR, channel_kinds, channel_labels
 from .lower import DERIVED, Lowered, to_sympy, unwrapped
 
@@ -23,7 +24,7 @@ MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "coordina
                 "ESTIMATE_VECTORS", "wrap", "CHANNELS", "CHANNEL_KINDS", "GAUGE", "QUADRATIC_STENCIL", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
                 "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
                 "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
-                "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t"}
+                "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t", "drift_kick", "langevin_step"}
 TORCH_FUNCTIONS = {"exp": "torch.exp", "log": "torch.log", "sin": "torch.sin", "cos": "torch.cos",
                    "tan": "torch.tan", "sinh": "torch.sinh", "cosh": "torch.cosh", "tanh": "torch.tanh",
                    "re": "real", "im": "imag", "conjugate": "conj", "Wrap": "wrap"}
@@ -250,7 +251,8 @@ class ModuleWriter:
     # -- the module --
     def module(self) -> str:
         parts = [self.header(), self.action(), self.force(), self.drift(), self.flips(), self.quadratic(),
-                 self.observables(), self.estimates(), self.symmetries(), self.schedules()]
+                 self.observables(), self.estimates(), self.symmetries(), self.schedules(),
+                 fused_steps(self)]          # last: see compiler/fused.py
         return "\n\n".join(p for p in parts if p).rstrip() + "\n"
 
     def header(self) -> str:

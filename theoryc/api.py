@@ -140,6 +140,9 @@ class CompiledTheory:
         self.flip_offsets = tuple(getattr(m, "FLIP_OFFSETS", ()))
         # real site fields with a local action: the stencil of its quadratic part per field
         self.quadratic_stencil = getattr(m, "QUADRATIC_STENCIL", None)
+        # whole sampler steps that --compile hands to torch.compile (compiler/fused.py)
+        self.drift_kick = getattr(m, "drift_kick", None)
+        self.langevin_step = getattr(m, "langevin_step", None)
 
     def torch_compiled(self, **options) -> "CompiledTheory":
         """The same theory with action, force and observables wrapped by `torch.compile`

@@ -161,6 +161,8 @@ def compile(theory, sets, emit):
               help="Complex Langevin: noise N_y in the imaginary direction (N_x - N_y = 1).")
 @click.option("--no-adaptive", is_flag=True, help="Complex Langevin: fixed step (no drift-bounding adaptive step).")
 @click.option("--no-symmetry-moves", is_flag=True, help="Do not apply the declared symmetries as global moves.")
+@click.option("--compile", "compile_steps", is_flag=True,
+              help="HMC, Langevin (em, bm): run the theory's fused steps under torch.compile (compiles first).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Model file (flow, diffusion).")
 @click.option("--solver", type=click.Choice(["em", "pc", "ode"]), default="em", show_default=True,
               help="Diffusion sampler.")
@@ -172,6 +174,8 @@ def compile(theory, sets, emit):
               help="--exact: Hutchinson probes for the divergence (0: exact; default exact up to 16 features, else 4).")
 @click.option("--independent-metropolis", is_flag=True,
               help="--exact: an independent-Metropolis chain over the ODE samples instead of log-weights.")
+@click.option("--condition", "condition", multiple=True, metavar="VALUE|FILE",
+              help="Conditional diffusion: each condition's value (a,b,... or a .npy file), in training order.")
 @click.option("--save-every", type=click.IntRange(1), default=1, show_default=True,
               help="Chain samplers: store every K-th configuration (observables of all).")
 @click.option("--no-configs", is_flag=True, help="Chain samplers: store observables and statistics only.")
@@ -181,9 +185,9 @@ def compile(theory, sets, emit):
 @force_option
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
-           trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, model_path, solver,
-           steps, no_metropolis, exact, probes, independent_metropolis, save_every, no_configs, resume,
-           quiet, output, force):
+           trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, compile_steps, model_path, solver,
+           steps, no_metropolis, exact, probes, independent_metropolis, condition, save_every, no_configs,
+           resume, quiet, output, force):
     """Sample THEORY and write an ensemble file."""
     from . import api
     check_output(output, force, resume=resume)
@@ -198,19 +202,27 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
                                 fourier_acceleration=fourier_acceleration, mass2=mass2,
                                 target_accept=target_accept, scheme=scheme, noise_imag=noise_imag,
                                 no_adaptive=no_adaptive, no_symmetry_moves=no_symmetry_moves)
+        if compile_steps:
+            options["compile"] = True
         run = api.sample(th, sampler, n=n, chains=chains, output=output, resume=resume,
                          model=need_model(model_path) if model_path else None,
                          save_every=save_every, configs=not no_configs, **common, **options)
     else:   # a trained model's independent proposals (flow: through an exact Metropolis chain)
+        if compile_steps:
+            raise UserError("--compile applies to --sampler hmc and langevin")
         options = model_options(sampler, solver=solver, steps=steps, no_metropolis=no_metropolis,
                                 exact=exact, probes=probes,
                                 independent_metropolis=independent_metropolis)
+        if condition:
+            options["condition"] = list(condition)
         run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
                          **options)
     if run is None:       # a rank other than 0 of a torchrun job: rank 0 wrote and reports
         return
     if not getattr(run, "already_complete", False):
         click.echo(f"wrote {output}: {run.chains_and_n} (chains, configurations)")
+    if "compile_seconds" in (run.timing or {}):      # --compile: what torch.compile took, once
+        click.echo(f"compiled the fused steps in {run.timing['compile_seconds']:.1f} s")
     print_warnings(output)
 
 
@@ -324,6 +336,10 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("--schedule", default=None, help="Diffusion: the schedule of the theory to use (default: the first).")
 @click.option("--flavour", type=click.Choice(["score", "energy"]), default="score", show_default=True)
 @click.option("--data", type=click.Path(dir_okay=False), help="Ensemble to train on (diffusion; flow: forward KL).")
+@click.option("--x", "x_name", default=None, metavar="DATASET",
+              help="Diffusion on external data: the dataset of the HDF5 file --data to learn.")
+@click.option("--condition", "conditions", multiple=True, metavar="DATASET",
+              help="With --x: condition on this dataset of --data (scalars per event, or arrays on the lattice; repeatable).")
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=None)
 @click.option("--lr", type=float, default=None)
@@ -346,8 +362,9 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @force_option
 @friendly
-def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, t_power, layers,
-          hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet, output, force):
+def train(theory, kind, schedule, flavour, data, x_name, conditions, steps, batch_size, lr, seed, sets, device,
+          dtype, t_power, layers, hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet,
+          output, force):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
     check_output(output, force, resume=resume)
@@ -361,7 +378,10 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
     elif family:
         raise UserError("--flow chooses a flow family; it needs --model flow")
     else:
-        given.update(schedule=schedule, flavour=flavour, t_power=t_power)
+        given.update(schedule=schedule, flavour=flavour, t_power=t_power, x=x_name,
+                     conditions=conditions or None)
+    if (x_name or conditions) and kind != "diffusion":
+        raise UserError("--x and --condition train a conditional diffusion model: --model diffusion")
     options = {k: v for k, v in given.items() if v is not None}
     trained = api.train(th, kind, data=data, output=output, resume=resume, steps=steps,
                         seed=seed, device=pick_device(device), dtype=dtype, progress=not quiet,

@@ -35,6 +35,7 @@ import torch
 from ..errors import SamplerError
 from .adaptation import Fixed, RobbinsMonro
 from .angles import angle_wrapper, discrete_fields
+from .compiling import Compiled, fused_step, new_step, scalar
 from .complex_langevin import run_complex_langevin
 from .driver import Output, Plan, run_chains
 from .health import ChainHealth
@@ -73,16 +74,43 @@ class EulerMaruyama:
     drifts_per_step = 1
     averaged: tuple[str, ...] = ()
 
-    def __init__(self, theory):
+    def __init__(self, theory, compile: bool = False):
         self.theory = theory
         self.wrap = angle_wrapper(theory)       # angles leave the kernel in [-pi, pi)
+        # --compile: the step as the theory's fused langevin_step under torch.compile
+        self.fused = fused_step(theory, "langevin_step") if compile else None
 
     def init(self, phi: Tensor, generator: torch.Generator) -> LangevinState:
+        self.warm(phi)
         return LangevinState(phi, self.theory.drift(phi))
+
+    def warm(self, phi: Tensor) -> None:
+        """Compile the fused step on the chains' own fields (step 0, zero noise: nothing is
+        changed); distinct tensors, since torch.compile would specialise on aliasing ones."""
+        if self.fused is None:
+            return
+        self.compiled = Compiled(self.fused_update, phi.device)
+        zeros = [torch.zeros_like(phi) for _ in range(self.fused_noises + 1)]
+        self.compiled.warm(phi, *zeros, scalar(0.0, phi), scalar(0.0, phi))
+
+    fused_noises = 1
+
+    def fused_update(self, phi, k, eta, eps, scale):
+        return self.fused(phi, k, eta, eps, scale)
+
+    def compiled_step(self, *tensors, eps: float, scale: float):
+        """The compiled update; on CUDA graphs its outputs are copied out before the next step
+        may overwrite them."""
+        new_step()
+        phi, k = self.compiled(*tensors, scalar(eps, tensors[0]), scalar(scale, tensors[0]))
+        return (phi.clone(), k.clone()) if self.compiled.cuda else (phi, k)
 
     def step(self, s: LangevinState, generator: torch.Generator, params: dict):
         eps = params["step"]
         eta = _randn(s.phi, generator)
+        if self.fused is not None:
+            phi, k = self.compiled_step(s.phi, s.drift, eta, eps=eps, scale=math.sqrt(2 * eps))
+            return replace(s, phi=phi, drift=k), {}
         phi = s.phi.add_(s.drift, alpha=eps).add_(eta, alpha=math.sqrt(2 * eps))
         return replace(s, phi=phi, drift=self.theory.drift(phi)), {}
 
@@ -109,7 +137,8 @@ class EulerMaruyama:
         return {"step_size": params["step"]}
 
     def timing(self, seconds: float, stats: dict, plan: Plan) -> dict:
-        return {"seconds": seconds, "seconds_per_step": seconds / max(1, plan.n * plan.every)}
+        compiled = {} if self.fused is None else {"compile_seconds": self.compiled.seconds}
+        return {"seconds": seconds, "seconds_per_step": seconds / max(1, plan.n * plan.every), **compiled}
 
     def state_dict(self, s: LangevinState) -> dict:
         return {"phi": s.phi, "drift": s.drift, "noise": s.noise, "action": s.action}
@@ -138,11 +167,20 @@ class LeimkuhlerMatthews(EulerMaruyama):
     name = "bm"
 
     def init(self, phi: Tensor, generator: torch.Generator) -> LangevinState:
+        self.warm(phi)
         return LangevinState(phi, self.theory.drift(phi), noise=_randn(phi, generator))
+
+    fused_noises = 2
+
+    def fused_update(self, phi, k, noise, eta, eps, scale):
+        return self.fused(phi, k, noise + eta, eps, scale)
 
     def step(self, s: LangevinState, generator: torch.Generator, params: dict):
         eps = params["step"]
         eta = _randn(s.phi, generator)
+        if self.fused is not None:
+            phi, k = self.compiled_step(s.phi, s.drift, s.noise, eta, eps=eps, scale=math.sqrt(eps / 2))
+            return replace(s, phi=phi, drift=k, noise=eta), {}
         phi = s.phi.add_(s.drift, alpha=eps).add_(s.noise.add_(eta), alpha=math.sqrt(eps / 2))
         return replace(s, phi=phi, drift=self.theory.drift(phi), noise=eta), {}
 
@@ -195,6 +233,7 @@ class MALA(EulerMaruyama):
 
 
 KERNELS = {k.name: k for k in (EulerMaruyama, Heun, LeimkuhlerMatthews, MALA)}
+COMPILED_SCHEMES = ("em", "bm")
 
 
 # ------------------------------------------------------------------------------ the sampler
@@ -215,7 +254,7 @@ def run_langevin(theory, *, n: int, chains: int = 64, warmup: int = DEFAULT_WARM
                  checkpoint=None, checkpoint_every: int = 50, resume: bool = False,
                  max_abs: float = 1e6, max_bad_fraction: float = 0.1,
                  output: Output | None = None, save_every: int = 1, store_configs: bool = True,
-                 **complex_options):
+                 compile: bool = False, **complex_options):
     """Sample `theory` by Langevin dynamics: `chains` chains, `warmup` steps, `n` kept per chain.
 
     A complex theory (`theory.is_complex`) goes to complex Langevin with the same arguments plus
@@ -226,12 +265,17 @@ def run_langevin(theory, *, n: int, chains: int = 64, warmup: int = DEFAULT_WARM
     Chains that produce NaN/inf or |phi| > max_abs are dropped (reported in the summary); more than
     `max_bad_fraction` of them stops the run. With `checkpoint=path` the run state is saved every
     `checkpoint_every` kept configurations; `resume=True` continues from it (bitwise identical).
+    compile: schemes "em" and "bm" step through the theory's torch.compile'd fused langevin_step
+    (the same chains to rounding; compiled once before warm-up, `timing["compile_seconds"]`).
     """
     common = dict(n=n, chains=chains, warmup=warmup, seed=seed, device=device, dtype=dtype,
                   step=step, every=every, progress=progress, checkpoint=checkpoint,
                   checkpoint_every=checkpoint_every, resume=resume, max_abs=max_abs,
                   max_bad_fraction=max_bad_fraction, output=output, save_every=save_every,
                   store_configs=store_configs)
+    if compile and (theory.is_complex or (scheme or DEFAULT_SCHEME) not in COMPILED_SCHEMES):
+        raise SamplerError(f"--compile applies to the real Langevin schemes {', '.join(COMPILED_SCHEMES)}; "
+                           "drop --compile or choose one of them")
     if theory.is_complex:
         return run_complex_langevin(theory, scheme=scheme or "rk2", **common, **complex_options)
     if complex_options:
@@ -252,12 +296,13 @@ def run_langevin(theory, *, n: int, chains: int = 64, warmup: int = DEFAULT_WARM
         "symmetrize": bool(symmetrize), "dtype": str(dtype).replace("torch.", ""),
         "theory": theory.name, "shape": list(theory.shape), "max_abs": float(max_abs),
         "max_bad_fraction": float(max_bad_fraction), "tuned": tuned,
+        **({"compile": True} if compile else {}),     # a checkpoint resumes on the same path
     }
 
     def start(generator):
         return randn((generator.chains, *theory.shape), generator=generator, device=plan.device,
                      dtype=dtype)
-    return run_chains(KERNELS[scheme](theory), start, plan, adaptation, settings, output=output,
+    return run_chains(KERNELS[scheme](theory, compile=compile), start, plan, adaptation, settings, output=output,
                       symmetries=list(theory.symmetries or ()) if symmetrize else [],
                       health=ChainHealth(chains, plan.device, max_abs, max_bad_fraction),
                       checkpoint=checkpoint, resume=resume, progress=progress,

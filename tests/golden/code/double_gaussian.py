@@ -111,3 +111,14 @@ SCHEDULES = {
     've': (schedule_ve_k, schedule_ve_g, schedule_ve_f, schedule_ve_xi),
     'vp': (schedule_vp_k, schedule_vp_g, schedule_vp_f, schedule_vp_xi),
 }
+
+def drift_kick(cfg, p, eps, kick):
+    'phi + eps p, then p - kick dS/dphi there: one leapfrog step, returns (phi, p, force).'
+    cfg = cfg + eps*p
+    frc = force(cfg)
+    return (cfg, p - kick*frc, frc)
+
+def langevin_step(cfg, k, eta, eps, scale):
+    'phi + eps K + scale eta, then the drift K there: one Langevin step, returns (phi, K).'
+    cfg = cfg + eps*k + scale*eta
+    return (cfg, drift(cfg))

@@ -1,0 +1,64 @@
+"""`--compile`: a sampler's step functions under `torch.compile`, with their compile time measured.
+
+The samplers hand their whole update (a theory's fused steps, compiler/fused.py, and the
+arithmetic around them) to `torch.compile`, which fuses it into few kernels. Shapes are static
+(`dynamic=False`) and step sizes are 0-d tensors, so a run compiles each function once, in the
+kernel's `init`, whose wall time is reported as `compile_seconds` (the production timing excludes
+it). torch caches what it compiles on disk (inductor's FX-graph cache, under
+$TORCHINDUCTOR_CACHE_DIR), so a second process with the same theory and shapes compiles much
+faster. On CUDA the functions run as CUDA graphs (mode "reduce-overhead"): one launch per call.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..errors import SamplerError
+
+Tensor = torch.Tensor
+
+# what tests may override (backend "eager" checks the plumbing without inductor's C++ compile)
+OPTIONS = {"fullgraph": True, "dynamic": False}
+
+
+def fused_step(theory, name: str):
+    """The theory's generated fused step `name`, or a one-line refusal."""
+    fn = getattr(theory, name, None)
+    if fn is None:
+        raise SamplerError(f"theory '{theory.name}' has no fused step '{name}' (compiler/fused.py): "
+                           "load it with this theoryc's compiler, or run without --compile")
+    return fn
+
+
+def scalar(value: float, like: Tensor) -> Tensor:
+    """A step size as a 0-d tensor of the fields' dtype and device: a new value is new data for
+    the compiled function, not a recompilation, and it rounds as the eager `alpha=value` does."""
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+class Compiled:
+    """`fn` under torch.compile; `warm(*args)` compiles it on example arguments and times that."""
+
+    def __init__(self, fn, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        options = {**OPTIONS, **({"mode": "reduce-overhead"} if self.cuda else {})}
+        self.fn = torch.compile(fn, **options)
+        self.seconds = 0.0
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def warm(self, *args) -> None:
+        start = time.perf_counter()
+        self.fn(*args)
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+
+
+def new_step() -> None:
+    """Before a sampler step on CUDA graphs: the outputs of the previous step (already copied into
+    the chain state) may be overwritten."""
+    if torch.cuda.is_available():
+        torch.compiler.cudagraph_mark_step_begin()
