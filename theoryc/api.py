@@ -392,6 +392,7 @@ def sample_model(th, sampler, model, n, output, options):
     from .runtime.io.ensemble import write_ensemble
     from .runtime.measure import measure_observables
     exact = bool(options.pop("exact", False)) and sampler == "diffusion"
+    conditions = options.pop("condition", None)
     if sampler == "flow":
         from .runtime.models import FLOW_KINDS as kinds
         from .runtime.models.sampling import sample_flow as draw
@@ -406,6 +407,7 @@ def sample_model(th, sampler, model, n, output, options):
         raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
     model = trained_model(model, th, kinds, options.get("device", "cpu"),
                           exact=sampler == "flow" or exact)
+    draw = conditioned(draw, model, conditions, n, exact)
     run = draw(th, model, n, **options) if sampler == "flow" or exact else draw(model, n, **options)
     run.observables = measure_observables(th, run.configs)
     if output:
@@ -450,10 +452,21 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     th = load(theory) if isinstance(theory, (str, Path)) else theory
     if model not in ("flow", "diffusion"):
         raise SamplerError(f"unknown model {model!r}; choose 'flow' or 'diffusion'")
-    configs = None if data is None else training_data(data, th)
+    x_name = options.pop("x", None) if model == "diffusion" else None
+    conditions = tuple(options.pop("conditions", None) or ())
+    if conditions and not x_name:
+        raise SamplerError("conditions are datasets of a data file: give the arrays to learn "
+                           "with --x DATASET too")
+    configs = None if data is None or x_name else training_data(data, th)
     if model == "flow":
         from .runtime.models.variational import train_flow as fit
         args = {"data": configs}
+    elif x_name:     # arrays of any HDF5 file, conditioned on some of its datasets
+        from .runtime.models.conditional import train_conditional as fit
+        if options.pop("flavour", "score") != "score":
+            raise SamplerError("a conditional model is score-based: drop --flavour energy")
+        args = external_data(th, data, x_name, conditions)
+        args["schedule"] = pick_schedule(th, options.pop("schedule", None))
     else:
         from .runtime.models.diffusion import train_diffusion as fit
         if configs is None:
@@ -478,6 +491,65 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
     return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
                    Path(output) if written else None)
+
+
+def conditioned(draw, model, conditions, n, exact):
+    """sample_conditional with the --condition values for a conditional diffusion model;
+    `draw` itself for any other model (which takes no conditions)."""
+    from .runtime.errors import SamplerError
+    from .runtime.models.conditional import is_conditional, sample_conditional
+    if not is_conditional(model):
+        if conditions:
+            raise SamplerError("--condition: this model is not conditional (train one with "
+                               "--x DATASET --condition DATASET)")
+        return draw
+    if exact:
+        raise SamplerError("--exact reweights to a theory's action; a conditional model of "
+                           "external data has none to reweight to")
+    values = condition_values(model, list(conditions or ()), n)
+    return lambda model, n, **options: sample_conditional(model, n, values, **options)
+
+
+def external_data(th, path, x_name, conditions) -> dict:
+    """train_conditional's data, conditions and their specs from an HDF5 file's datasets."""
+    from .runtime.errors import SamplerError
+    from .runtime.io.dataset import read_training_set
+    if path is None:
+        raise SamplerError("--x names a dataset of a data file: give it with --data DATA.h5")
+    data, tensors, specs = read_training_set(path, x_name, conditions, tuple(th.shape))
+    return {"data": data.float(), "conditions": tensors, "specs": specs}
+
+
+def condition_values(model, values, n: int) -> list:
+    """`--condition VALUE|FILE` per condition of a conditional model, as tensors of 1 or n rows:
+    VALUE is numbers separated by commas (a scalar condition's k values), FILE a .npy array
+    (read without pickle) of one condition, or of one per sample."""
+    import numpy as np
+    import torch
+    from .runtime.errors import SamplerError
+    specs = model.net.specs
+    if len(values) != len(specs):
+        names = ", ".join(s["name"] for s in specs)
+        raise SamplerError(f"the model is conditioned on {names}: give --condition once for each, "
+                           f"in that order ({len(values)} given)")
+    lattice = tuple(model.config_shape[1:])
+    out = []
+    for spec, value in zip(specs, values):
+        if str(value).endswith(".npy"):
+            array = np.load(value, allow_pickle=False).astype(np.float64)
+        else:
+            try:
+                array = np.array([float(v) for v in str(value).split(",")])
+            except ValueError:
+                raise SamplerError(f"--condition {value}: give numbers (a,b,...) or a .npy file "
+                                   f"for condition '{spec['name']}'") from None
+        one = (spec["width"],) if spec["kind"] == "scalar" else (spec["width"], *lattice)
+        rows = array.size // max(1, int(np.prod(one)))
+        if array.size != rows * int(np.prod(one)) or rows not in (1, n):
+            raise SamplerError(f"--condition {value}: condition '{spec['name']}' takes "
+                               f"{int(np.prod(one))} numbers {one} per sample, for 1 or {n} samples")
+        out.append(torch.as_tensor(array.reshape(rows, *one)))
+    return out
 
 
 def training_data(data, th=None):

@@ -174,6 +174,8 @@ def compile(theory, sets, emit):
               help="--exact: Hutchinson probes for the divergence (0: exact; default exact up to 16 features, else 4).")
 @click.option("--independent-metropolis", is_flag=True,
               help="--exact: an independent-Metropolis chain over the ODE samples instead of log-weights.")
+@click.option("--condition", "condition", multiple=True, metavar="VALUE|FILE",
+              help="Conditional diffusion: each condition's value (a,b,... or a .npy file), in training order.")
 @click.option("--save-every", type=click.IntRange(1), default=1, show_default=True,
               help="Chain samplers: store every K-th configuration (observables of all).")
 @click.option("--no-configs", is_flag=True, help="Chain samplers: store observables and statistics only.")
@@ -184,8 +186,8 @@ def compile(theory, sets, emit):
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
            trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, compile_steps, model_path, solver,
-           steps, no_metropolis, exact, probes, independent_metropolis, save_every, no_configs, resume,
-           quiet, output, force):
+           steps, no_metropolis, exact, probes, independent_metropolis, condition, save_every, no_configs,
+           resume, quiet, output, force):
     """Sample THEORY and write an ensemble file."""
     from . import api
     check_output(output, force, resume=resume)
@@ -211,6 +213,8 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         options = model_options(sampler, solver=solver, steps=steps, no_metropolis=no_metropolis,
                                 exact=exact, probes=probes,
                                 independent_metropolis=independent_metropolis)
+        if condition:
+            options["condition"] = list(condition)
         run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
                          **options)
     if run is None:       # a rank other than 0 of a torchrun job: rank 0 wrote and reports
@@ -332,6 +336,10 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("--schedule", default=None, help="Diffusion: the schedule of the theory to use (default: the first).")
 @click.option("--flavour", type=click.Choice(["score", "energy"]), default="score", show_default=True)
 @click.option("--data", type=click.Path(dir_okay=False), help="Ensemble to train on (diffusion; flow: forward KL).")
+@click.option("--x", "x_name", default=None, metavar="DATASET",
+              help="Diffusion on external data: the dataset of the HDF5 file --data to learn.")
+@click.option("--condition", "conditions", multiple=True, metavar="DATASET",
+              help="With --x: condition on this dataset of --data (scalars per event, or arrays on the lattice; repeatable).")
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=None)
 @click.option("--lr", type=float, default=None)
@@ -354,8 +362,9 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @force_option
 @friendly
-def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, sets, device, dtype, t_power, layers,
-          hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet, output, force):
+def train(theory, kind, schedule, flavour, data, x_name, conditions, steps, batch_size, lr, seed, sets, device,
+          dtype, t_power, layers, hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet,
+          output, force):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
     check_output(output, force, resume=resume)
@@ -369,7 +378,10 @@ def train(theory, kind, schedule, flavour, data, steps, batch_size, lr, seed, se
     elif family:
         raise UserError("--flow chooses a flow family; it needs --model flow")
     else:
-        given.update(schedule=schedule, flavour=flavour, t_power=t_power)
+        given.update(schedule=schedule, flavour=flavour, t_power=t_power, x=x_name,
+                     conditions=conditions or None)
+    if (x_name or conditions) and kind != "diffusion":
+        raise UserError("--x and --condition train a conditional diffusion model: --model diffusion")
     options = {k: v for k, v in given.items() if v is not None}
     trained = api.train(th, kind, data=data, output=output, resume=resume, steps=steps,
                         seed=seed, device=pick_device(device), dtype=dtype, progress=not quiet,

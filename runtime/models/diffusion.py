@@ -408,8 +408,12 @@ def diffusion_from_file(payload: dict, *, schedule: Schedule | None = None, devi
     config_shape = tuple(settings["config_shape"])
     n_feat = config_shape[0] * (2 if settings["is_complex"] else 1)
     netset = settings["network"]
-    net = build_network((n_feat, *config_shape[1:]), width=netset["width"], depth=netset["depth"],
-                        kernel=netset["kernel"], zero_out=False)
+    if settings.get("condition"):       # a conditional model: its network takes the conditions
+        from theoryc.runtime.models.conditional import conditional_network
+        net = conditional_network(settings, (n_feat, *config_shape[1:]))
+    else:
+        net = build_network((n_feat, *config_shape[1:]), width=netset["width"],
+                            depth=netset["depth"], kernel=netset["kernel"], zero_out=False)
     net.load_state_dict(payload["state_dict"])
     model = DiffusionModel(net, schedule, flavour=settings["flavour"], config_shape=config_shape,
                            is_complex=settings["is_complex"], data_mean=payload["data_mean"],
