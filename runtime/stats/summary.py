@@ -1,6 +1,7 @@
 """The `theoryc measure` summary: one JSON-able object per ensemble, and its text table."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Mapping, Sequence
 
@@ -190,8 +191,8 @@ def format_summary(summary: dict) -> str:
 SAMPLER_LABELS = {
     "acceptance": "mean Metropolis probability min(1, exp(-dH))",
     "acceptance_rate": "fraction of proposals accepted",
-    "free_energy": "F_q = -log Z_q of the model's distribution q",
-    "log_z": "log Z estimated from the model's weights",
+    "free_energy": "F_q = E_q[S + log q], the variational bound on -log Z",
+    "log_z": "log Z = log mean of the weights",
 }
 
 
@@ -380,6 +381,11 @@ def run_warnings(ensemble, summary: dict) -> list[str]:
                    "and were reset or dropped: the action may be unbounded below along the "
                    "direction they wandered into")
     differ = attrs.get("model_params_differ")
+    if isinstance(differ, str) and differ.startswith("["):
+        try:
+            differ = json.loads(differ)
+        except ValueError:
+            pass
     if differ:
         figures = ", ".join(f"{k} {_format_plain(sampler[k])}" for k in ("acceptance", "ess",
                                                                          "ess_per_sample")
