@@ -38,16 +38,24 @@ def scalar(value: float, like: Tensor) -> Tensor:
 
 
 class Compiled:
-    """`fn` under torch.compile; `warm(*args)` compiles it on example arguments and times that."""
+    """`fn` under torch.compile; `warm(*args)` compiles it on example arguments and times that.
 
-    def __init__(self, fn, device: torch.device):
+    kept=True: the outputs outlive the next sampler step (they become the chain state), so on
+    CUDA graphs, whose outputs live in memory the next step's replays reuse, they are copied out.
+    """
+
+    def __init__(self, fn, device: torch.device, kept: bool = False):
         self.cuda = torch.device(device).type == "cuda"
         options = {**OPTIONS, **({"mode": "reduce-overhead"} if self.cuda else {})}
         self.fn = torch.compile(fn, **options)
+        self.kept = kept and self.cuda
         self.seconds = 0.0
 
     def __call__(self, *args):
-        return self.fn(*args)
+        out = self.fn(*args)
+        if not self.kept:
+            return out
+        return tuple(t.clone() if isinstance(t, Tensor) else t for t in out)
 
     def warm(self, *args) -> None:
         start = time.perf_counter()

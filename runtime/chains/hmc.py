@@ -151,8 +151,8 @@ class FusedTrajectory:
         torch.compile would specialise on arguments that alias."""
         zero, zeros, device = scalar(0.0, phi), torch.zeros_like, phi.device
         self.steps = Compiled(drift_kicks, device)
-        self.start, self.test = Compiled(begin, device), Compiled(metropolis, device)
-        self.flipped = Compiled(flipped, device)
+        self.start, self.test = Compiled(begin, device), Compiled(metropolis, device, kept=True)
+        self.flipped = Compiled(flipped, device, kept=True)
         chains = phi.shape[:1]
         s, k, u = (torch.zeros(chains, dtype=torch.float64, device=device) for _ in range(3))
         for n in (CHUNK, 1):

@@ -89,7 +89,7 @@ class EulerMaruyama:
         changed); distinct tensors, since torch.compile would specialise on aliasing ones."""
         if self.fused is None:
             return
-        self.compiled = Compiled(self.fused_update, phi.device)
+        self.compiled = Compiled(self.fused_update, phi.device, kept=True)
         zeros = [torch.zeros_like(phi) for _ in range(self.fused_noises + 1)]
         self.compiled.warm(phi, *zeros, scalar(0.0, phi), scalar(0.0, phi))
 
@@ -99,11 +99,9 @@ class EulerMaruyama:
         return self.fused(phi, k, eta, eps, scale)
 
     def compiled_step(self, *tensors, eps: float, scale: float):
-        """The compiled update; on CUDA graphs its outputs are copied out before the next step
-        may overwrite them."""
+        """The compiled update (its outputs are the new state: kept, compiling.Compiled)."""
         new_step()
-        phi, k = self.compiled(*tensors, scalar(eps, tensors[0]), scalar(scale, tensors[0]))
-        return (phi.clone(), k.clone()) if self.compiled.cuda else (phi, k)
+        return self.compiled(*tensors, scalar(eps, tensors[0]), scalar(scale, tensors[0]))
 
     def step(self, s: LangevinState, generator: torch.Generator, params: dict):
         eps = params["step"]
