@@ -24,7 +24,7 @@ the links move by a fixed linear "inverse curl" of the changes (`links_with_curl
 invariant because the changes are. In the coordinates (gauge, holonomies, plaquettes but P(0)) it
 is diagonal: log det = sum over x != 0 of log f'(P(x)). Untrained it is the identity; trained
 (~100 numbers, seconds) it leaves only the weight of P(0), whose q-density is then ~ uniform:
-ESS ~ I0(beta)^2 / I0(2 beta) (0.46 at beta = 2, 0.24 at beta = 7) before any coupling layer, and
+ESS ~ I0(beta)^2 / I0(2 beta) (0.46 at beta = 2, 0.22 at beta = 7) before any coupling layer, and
 q samples Q as the product measure does, at any beta: the flow does not freeze topologically.
 """
 from __future__ import annotations
