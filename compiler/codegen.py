@@ -21,7 +21,7 @@ from .lower import DERIVED, Lowered, to_sympy, unwrapped
 
 AXIS_LETTERS = "xyzw"
 MODULE_NAMES = {"torch", "math", "fill", "flip_delta", "FLIP_OFFSETS", "coordinate", "OBSERVABLE_INDICES",
-                "ESTIMATE_VECTORS", "wrap", "CHANNELS", "CHANNEL_KINDS", "GAUGE", "QUADRATIC_STENCIL", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
+                "ESTIMATE_VECTORS", "wrap", "CHANNELS", "CHANNEL_KINDS", "GAUGE", "DATA_ONLY", "QUADRATIC_STENCIL", "per_config", "real", "imag", "conj", "Tabulated", "cfg",
                 "SITES", "action", "force", "drift", "observables", "estimate_inputs", "obs", "a",
                 "NAME", "LATTICE", "FIELDS", "FIELD_KINDS", "IS_COMPLEX", "PARAMS", "OBSERVABLES",
                 "ESTIMATES", "SYMMETRIES", "SCHEDULES", "t", "drift_kick", "langevin_step"}
@@ -273,6 +273,7 @@ class ModuleWriter:
             f"CHANNELS = {channel_labels(th)!r}  # the components of a configuration",
             f"CHANNEL_KINDS = {channel_kinds(th)!r}",
             *([f"GAUGE = {tuple(th.gauge)!r}"] if th.gauge else []),
+            *(["DATA_ONLY = True  # no action: a data set's shape and schedules"] if th.data_only else []),
             f"IS_COMPLEX = {self.ir.is_complex!r}",
             f"PARAMS = {{{', '.join(f'{k!r}: {number(v)}' for k, v in params.items())}}}",
             f"OBSERVABLES = {tuple(self.observable_names())!r}",

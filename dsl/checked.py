@@ -194,6 +194,7 @@ class CheckedTheory:
     indices: dict = field(default_factory=dict)     # 'observable C' / 'estimate m' -> IndexRange
     gauge: tuple[str, ...] = ()                      # link fields declared gauge invariant
     gauge_span: dict = field(default_factory=dict, compare=False)   # link name -> Span of 'gauge'
+    data_only: bool = False          # no action: a data set's shape and schedules (action is 0)
 
     @property
     def channels(self) -> tuple[tuple[int, int | None], ...]:

@@ -239,13 +239,20 @@ class Checker:
                 schedules.append(st)
         if not self.fields:
             fail(stmts[0].span, f"theory '{name}' declares no field", "add e.g. 'field phi : real'.")
-        if action is None:
-            fail(stmts[0].span, f"theory '{name}' has no action", "add 'action = ...'.")
+        if action is None and not schedules:
+            fail(stmts[0].span, f"theory '{name}' has no action",
+                 "add 'action = ...' (a data set's theory declares its shape and a 'schedule' instead).")
+        if action is None and symmetries:     # nothing to verify it on
+            fail(symmetries[0].span, f"theory '{name}' has no action, so no symmetry to verify",
+                 "remove the 'symmetry' line (a data set's theory declares its shape and schedules), "
+                 "or add the action.")
         sched = [self.schedule(s) for s in schedules]
         self.check_overrides_used()
         return C.CheckedTheory(
             name=name, lattice=self.lattice, fields=tuple(self.fields), params=dict(self.params),
-            action=self.expr(action.expr, Scope("action")), action_span=action.expr.span,
+            # a data set's theory (shape and schedules, no action): S = 0, marked data_only
+            action=self.expr(action.expr, Scope("action")) if action else C.Const(0, "0"),
+            action_span=action.expr.span if action else stmts[0].span, data_only=action is None,
             observables=self.observables(observables), estimates=self.estimates(estimates, observables),
             symmetries=tuple(self.symmetry(s) for s in symmetries), schedules=tuple(sched),
             source=self.source,

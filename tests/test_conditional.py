@@ -3,8 +3,9 @@
 Default suite: reading HDF5 data sets (shapes, one-line errors), the network's use of its
 conditions (scalars through the embedding, arrays as channels: a changed condition changes the
 output, the model-file round trip keeps it bitwise), the CLI's train --x --condition and sample
---condition. Slow: free fields at several masses, conditioned on the mass; the generated
-two-point function per condition against the exact one.
+--condition, with a data set's theory (shape and schedules, no action). Slow: free fields at
+several masses, conditioned on the mass; the generated two-point function per condition against
+the exact one.
 """
 import math
 
@@ -108,8 +109,9 @@ def test_cli_conditional_train_and_sample(tmp_path):
     x, m2 = free_data([0.5, 1.0], 100)
     write_data(tmp_path / "d.h5", x, m2)
     theory = tmp_path / "chain.theory"
+    # a data set's theory: its shape and schedule, no action
     theory.write_text("theory chain\nparam N = 8\nlattice N\nfield x : real\n"
-                      "action = sum(t)[ x(t)^2 / 2 ]\nobservable x2 = mean(t)[ x(t)^2 ]\n"
+                      "observable x2 = mean(t)[ x(t)^2 ]\n"
                       "schedule vp {\n    drift = -(0.1 + 19.9*t) * x / 2\n"
                       "    diffusion = sqrt(0.1 + 19.9*t)\n}\n")
     cli = CliRunner()
@@ -127,6 +129,10 @@ def test_cli_conditional_train_and_sample(tmp_path):
     res = cli.invoke(main, ["sample", str(theory), "--sampler", "diffusion", "--model",
                             str(tmp_path / "m.pt"), "--n", "20", "-o", str(tmp_path / "f.h5")])
     assert res.exit_code == 1 and "conditioned on m2" in res.output and "Traceback" not in res.output
+    for sampler in ("hmc", "flow"):     # nothing to sample without an action
+        res = cli.invoke(main, ["sample", str(theory), "--sampler", sampler, "--model",
+                                str(tmp_path / "m.pt"), "-o", str(tmp_path / "g.h5")])
+        assert res.exit_code == 1 and "has no action" in res.output, res.output
 
 
 @pytest.mark.slow

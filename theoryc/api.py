@@ -140,6 +140,8 @@ class CompiledTheory:
         self.flip_offsets = tuple(getattr(m, "FLIP_OFFSETS", ()))
         # real site fields with a local action: the stencil of its quadratic part per field
         self.quadratic_stencil = getattr(m, "QUADRATIC_STENCIL", None)
+        # a data set's theory: shape and schedules, no action (only diffusion models use it)
+        self.data_only = bool(getattr(m, "DATA_ONLY", False))
         # whole sampler steps that --compile hands to torch.compile (compiler/fused.py)
         self.drift_kick = getattr(m, "drift_kick", None)
         self.langevin_step = getattr(m, "langevin_step", None)
@@ -200,6 +202,8 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     from .runtime.parallel import world
     from .runtime.measure import measure_observables
     th = load(theory) if isinstance(theory, (str, Path)) else theory
+    if getattr(th, "data_only", False) and (sampler != "diffusion" or options.get("exact")):
+        raise SamplerError(refuse_data_only(th))
     if sampler in MODEL_SAMPLERS:
         if world().spread:
             raise SamplerError(f"sampler {sampler} runs in one process; start it without torchrun")
@@ -452,6 +456,8 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     th = load(theory) if isinstance(theory, (str, Path)) else theory
     if model not in ("flow", "diffusion"):
         raise SamplerError(f"unknown model {model!r}; choose 'flow' or 'diffusion'")
+    if getattr(th, "data_only", False) and model == "flow":
+        raise SamplerError(refuse_data_only(th))
     x_name = options.pop("x", None) if model == "diffusion" else None
     conditions = tuple(options.pop("conditions", None) or ())
     if conditions and not x_name:
@@ -491,6 +497,12 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
     return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
                    Path(output) if written else None)
+
+
+def refuse_data_only(th) -> str:
+    return (f"theory '{th.name}' has no action (it declares a data set's shape and schedules): "
+            "only a diffusion model learns it, from data (theoryc train THEORY --model diffusion "
+            "--data DATA.h5 --x DATASET), and generates from it (--sampler diffusion)")
 
 
 def conditioned(draw, model, conditions, n, exact):
