@@ -412,6 +412,11 @@ def sample_model(th, sampler, model, n, output, options):
     model = trained_model(model, th, kinds, options.get("device", "cpu"),
                           exact=sampler == "flow" or exact)
     draw = conditioned(draw, model, conditions, n, exact)
+    if getattr(model, "on_torus", False):        # angles: runtime/models/torus_diffusion.py
+        if exact:
+            raise SamplerError("--exact: a diffusion model of angle fields has no log-density "
+                               "here; sample without --exact")
+        from .runtime.models.torus_diffusion import sample_torus_diffusion as draw
     run = draw(th, model, n, **options) if sampler == "flow" or exact else draw(model, n, **options)
     run.observables = measure_observables(th, run.configs)
     if output:
@@ -476,6 +481,8 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     else:
         from .runtime.models.diffusion import train_diffusion as fit
         if configs is None:
+        if th.field_kinds and all(k == "angle" for k in th.field_kinds):
+            from .runtime.models.torus_diffusion import train_torus_diffusion as fit
             raise SamplerError("a diffusion model learns from data: pass an ensemble "
                                "(--data ENSEMBLE.h5; see 'theoryc sample')")
         args = {"data": configs, "schedule": pick_schedule(th, options.pop("schedule", None))}

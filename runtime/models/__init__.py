@@ -14,7 +14,9 @@ def save_model(model, path, theory=None) -> None:
     """Write a trained flow, VAN or diffusion model (atomically). theory: the theory it was
     trained for; by default the one recorded at training time (`model.meta`)."""
     from theoryc.runtime.io.modelfile import json_params, theory_fingerprint, write_model_file
-    if model.kind == "diffusion":
+    if getattr(model, "on_torus", False):
+        from theoryc.runtime.models.torus_diffusion import torus_diffusion_state as state_of
+    elif model.kind == "diffusion":
         from theoryc.runtime.models.diffusion import diffusion_state as state_of
     else:
         from theoryc.runtime.models.variational import flow_state as state_of
@@ -61,6 +63,10 @@ def _rebuild(kind, payload, device, dtype, schedules):
         import torch
         from theoryc.runtime.models.diffusion import diffusion_from_file
         schedule = (schedules or {}).get(payload.get("schedule_name"))
+        if payload["settings"].get("torus"):       # angles: runtime/models/torus_diffusion.py
+            from theoryc.runtime.models.torus_diffusion import torus_diffusion_from_file
+            return torus_diffusion_from_file(payload, schedule=schedule, device=device,
+                                             dtype=dtype or torch.float32)
         return diffusion_from_file(payload, schedule=schedule, device=device,
                                    dtype=dtype or torch.float32)
     from theoryc.runtime.models.variational import flow_from_file
