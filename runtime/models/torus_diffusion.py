@@ -356,8 +356,8 @@ def sample_torus_diffusion(model: TorusDiffusionModel, n: int, *, solver: str = 
     """n independent configurations: uniform angles at t = 1 carried to t_end (default the
     training eps) by sde.integrate_reverse, returned in [-pi, pi). Options as
     diffusion.sample_diffusion's. denoise: end with Tweedie's step x + Xi(t_end) s(x, t_end),
-    the mean of x_0 given x_t to O(Xi^2): without it the noise left at t_end biases every
-    angle's spread by Xi(t_end) (<cos P> of U(1) by 2 Xi(t_end) <cos P>, 1 sigma in the test)."""
+    the mean of x_0 given x_t to O(Xi^2): without it the noise left at t_end (more than Xi(t_end):
+    the last EM steps are coarse) lowered <cos P> of U(1) by 0.007 at 200 steps, 6 sigma."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if device is not None:
