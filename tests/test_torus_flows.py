@@ -89,6 +89,27 @@ def test_reference_flow_is_rotation_invariant():
     assert torch.allclose(flow.log_prob(turned), log_q.detach(), atol=1e-8)
 
 
+def test_marginal_layer_maps_every_plaquette_but_one():
+    """PlaquetteMarginal: P(x) -> f(P(x)) for x != 0 (f its composed circle maps) and P(0) takes
+    up the sum of the changes (mod 2 pi); links_with_curl is an exact inverse curl."""
+    from theoryc.runtime.models.circular import circle_map, wrap
+    from theoryc.runtime.models.gauge_flow import PlaquetteMarginal, links_with_curl
+    delta = torch.randn(3, 4, 6, generator=GEN, dtype=torch.float64)
+    delta = delta - delta.mean((1, 2), keepdim=True)
+    assert torch.allclose(plaquette(links_with_curl(delta)), delta, atol=1e-12)
+    layer = randomised(PlaquetteMarginal((4, 6), 3, torch.float64))
+    links = uniform_angles(3, 2, 4, 6)
+    out, _ = layer(links)
+    before, after = wrap(plaquette(links)), wrap(plaquette(out))
+    expected = before
+    for raw in layer.raw:
+        expected = circle_map(expected, circle_params(raw))[0]
+    gap = wrap(after - expected)
+    assert gap[:, 0, 0].abs().min() > 1e-3 and gap.flatten(1)[:, 1:].abs().max() < 1e-10
+    change = wrap(expected - before).flatten(1)[:, 1:].sum(1)
+    assert wrap(after[:, 0, 0] - (before[:, 0, 0] - change)).abs().max() < 1e-10
+
+
 def test_plaquette_is_the_theory_s():
     th = theoryc.load("u1_2d", L=8)
     links = uniform_angles(4, 2, 8, 8).float()
