@@ -49,11 +49,13 @@ out = sys.argv[1]
 # The seed's chi2 is V (<M^2> - <M>^2) = V kappa_2(M); phi4_2d.theory's own estimate chi2 is
 # LANGUAGE.md's V (<M^2> - <|M|>^2). Both are printed.
 volume = int(sys.argv[2]) ** 2
-print(f"{'data-set':<12}{'<M>':>22}{'V kappa2(M)':>22}{'chi2 (|M|)':>22}{'U_L':>22}")
+# xi2 (issue 11): the second-moment correlation length, HMC against the generated samples
+print(f"{'data-set':<12}{'<M>':>22}{'V kappa2(M)':>22}{'chi2 (|M|)':>22}{'U_L':>22}{'xi2':>22}")
 for name in ("train", "test", "generated"):
     s = json.load(open(f"{out}/{name}.json"))
     k2 = s["cumulants"]["M"]["kappa2"]
     seed_chi2 = {"mean": volume * k2["mean"], "error": volume * k2["error"]}
-    cells = [s["observables"]["M"], seed_chi2, s["estimates"]["chi2"], s["estimates"]["U_L"]]
+    cells = [s["observables"]["M"], seed_chi2, s["estimates"]["chi2_abs"], s["estimates"]["U_L"],
+             s["estimates"]["xi2"]]
     print(f"{name:<12}" + "".join(f"{c['mean']:>12.4f} +- {c['error']:<6.4f}" for c in cells))
 EOF
