@@ -12,9 +12,9 @@ to rank 0). Each rank is a process with OMP_NUM_THREADS=1, so N ranks want N fre
 shared machine the ratios say as much about the neighbours as about theoryc.
 
 Streams: one process, the same HMC run with the chains' random numbers drawn block by block
-(parallel/streams.py, what makes the ensemble independent of the number of ranks) and from one
-generator (the same kernel with chain_streams off); the ratio is streams / one generator in
-seconds per trajectory (> 1: the streams cost that factor).
+(parallel/streams.py, min(chains, 8) blocks: what makes the ensemble independent of the number
+of ranks) and from one generator for all chains (one block); the ratio is blocks / one
+generator in seconds per trajectory (> 1: the blocks cost that factor).
 """
 from __future__ import annotations
 
@@ -58,28 +58,31 @@ def chain_rate(ranks: int, chains: int, args, workdir: Path) -> float:
 
 
 def streams_ratio(args) -> float:
-    """Seconds per trajectory with chain-block streams / with one generator, one process."""
+    """Seconds per trajectory with the default chain blocks / with one block (one generator for
+    all chains, THEORYC_CHAIN_STREAMS=1), one process."""
     import torch
     import theoryc
-    from theoryc.runtime.chains import hmc
-
-    class OneGenerator(hmc.HMCKernel):
-        chain_streams = False
+    from theoryc.runtime.chains.hmc import run_hmc
+    from theoryc.runtime.parallel.streams import STREAMS_ENV
 
     torch.set_num_threads(1)
     th = theoryc.load("phi4_2d", L=args.L)
-    times = {True: [], False: []}
-    original = hmc.HMCKernel
-    for _ in range(args.reps):
-        for streams in (True, False):
-            hmc.HMCKernel = original if streams else OneGenerator
-            try:
-                run = hmc.run_hmc(th, n=args.n, chains=args.chains, warmup=50, progress=False,
-                                  store_configs=False)
-            finally:
-                hmc.HMCKernel = original
-            times[streams].append(run.timing["seconds_per_trajectory"])
-    return statistics.median(times[True]) / statistics.median(times[False])
+    times = {"blocks": [], "one": []}
+    saved = os.environ.pop(STREAMS_ENV, None)
+    try:
+        for _ in range(args.reps):
+            for kind in times:
+                os.environ.pop(STREAMS_ENV, None)
+                if kind == "one":
+                    os.environ[STREAMS_ENV] = "1"
+                run = run_hmc(th, n=args.n, chains=args.chains, warmup=50, progress=False,
+                              store_configs=False)
+                times[kind].append(run.timing["seconds_per_trajectory"])
+    finally:
+        os.environ.pop(STREAMS_ENV, None)
+        if saved is not None:
+            os.environ[STREAMS_ENV] = saved
+    return statistics.median(times["blocks"]) / statistics.median(times["one"])
 
 
 def main() -> None:
@@ -106,7 +109,7 @@ def main() -> None:
     for ranks, strong, weak in rows:
         print(f"{ranks:>5} {strong:>16.1f} {strong / base_strong:>9.2f} {weak:>14.1f} "
               f"{weak / (base_weak * ranks):>10.2f}")
-    print(f"one process, chain-block streams / one generator (s per trajectory): "
+    print(f"one process, {args.chains} chains in 8 blocks / in one (s per trajectory): "
           f"{streams_ratio(args):.3f}")
 
 

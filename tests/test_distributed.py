@@ -156,6 +156,38 @@ def test_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_rank(tmp_pat
     assert_same_ensemble(tmp_path / "one.h5", tmp_path / "two.h5")
 
 
+HANG = """
+import sys, time
+from theoryc.runtime.parallel import collectives
+from theoryc.runtime.parallel.world import init_from_env
+from theoryc.runtime.errors import SamplerError
+w = init_from_env()
+if w.rank == 1:
+    time.sleep(120)            # a hung rank: never joins the collective
+try:
+    collectives.any_rank(True)
+except SamplerError as err:           # one line, naming the timeout
+    print("stopped:", err, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_hung_collective_times_out(tmp_path):
+    """THEORYC_COLLECTIVE_TIMEOUT bounds every exchange: rank 0 gives up on a rank that hangs."""
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    t0 = time.time()
+    out = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port",
+                          str(free_port()), str(script)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=110, env={**env(), "THEORYC_COLLECTIVE_TIMEOUT": "3"})
+    assert out.returncode != 0, out.stderr[-2000:]
+    assert "stopped: rank 0: an exchange with the other ranks failed" in out.stderr
+    assert "THEORYC_COLLECTIVE_TIMEOUT=3 s" in out.stderr
+    assert time.time() - t0 < 100          # well before the hung rank would wake up
+
+
 # ----------------------------------------------------------------- data-parallel training
 
 def window_mean(history, last: int):

@@ -18,6 +18,12 @@ configurations (`block` of them; during warm-up, the same number of steps' worth
 holds the sampler state and how many configurations are written, never the data, so its size
 and cost do not depend on how far the run has got; a resumed run is bitwise the same as an
 uninterrupted one.
+
+Under torchrun (runtime/parallel/) each rank runs whole blocks of chains with their own random
+streams (a kernel with `chain_streams = True` draws through parallel/streams.py and keeps only
+per-chain tensors in its state); rank 0 gathers every block into the one file and every
+checkpoint's chains, so a checkpoint resumes on any number of ranks; what couples the chains
+(warm-up adaptation, the runaway stop, health at the end) sees all ranks' chains in one order.
 """
 from __future__ import annotations
 
@@ -225,7 +231,7 @@ class _Run:
         with bar, interrupt.safe_points():
             self.tick = time.perf_counter()
             while self.t < total and self.stopped is None:
-                if interrupt.requested():
+                if interrupt.requested() and not self.world.spread:
                     self.stop_for_signal()
                 if self.t >= p.warmup and hasattr(self.kernel, "advance_block"):
                     self.advance_block(bar)
@@ -254,6 +260,12 @@ class _Run:
             self.save()
         raise interrupt.Interrupted(interrupt.requested(), self.checkpoint)
 
+    def stop_together(self) -> None:
+        """torchrun: a signal reaches the ranks at different steps, so they stop together at
+        the next checkpoint (just written) when it has reached any of them."""
+        if self.world.spread and collectives.any_rank(interrupt.requested() is not None):
+            raise interrupt.Interrupted(interrupt.requested() or "SIGTERM", self.checkpoint)
+
     def clock(self) -> None:
         now = time.perf_counter()
         self.seconds, self.tick = self.seconds + now - self.tick, now
@@ -272,6 +284,7 @@ class _Run:
         if self.t % self.warm_chunk == 0 or self.t == p.warmup:
             self.reset_bad(may_stop=False)
             self.save()
+            self.stop_together()
             self.tick = time.perf_counter()      # production time starts here
 
     def after_step(self, info: dict, params: dict) -> None:
@@ -373,9 +386,10 @@ class _Run:
                                  (configs.shape[2:], stored.dtype) if stored is not None else None)
             self.sink.write(self.written, stored, series, self.written // p.save_every)
         self.written = count
-        if not interrupt.requested():      # a stop's early flush: chains are reset where an
-            self.reset_bad()               # uninterrupted run resets them (block ends)
+        if self.world.spread or not interrupt.requested():   # a stop's early flush: chains are
+            self.reset_bad()               # reset where an uninterrupted run resets them (block ends)
         self.save()
+        self.stop_together()
 
     # -- the end
     def finish(self) -> SamplerRun:

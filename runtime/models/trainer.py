@@ -131,9 +131,11 @@ def train(task, s: TrainSettings, *, device="cpu", checkpoint: str | None = None
     t0 = time.perf_counter() - state["seconds"]
     with interrupt.safe_points() if checkpoint else contextlib.nullcontext():
         while state["step"] < end:
-            if interrupt.requested():      # SIGINT/SIGTERM: checkpoint between steps, then stop
+            # SIGINT/SIGTERM: checkpoint between steps, then stop (torchrun: all ranks at the
+            # same step, whichever the signal reached)
+            if collectives.any_rank(interrupt.requested() is not None):
                 _save(checkpoint, settings, net, ema, opt, gen, state)
-                raise interrupt.Interrupted(interrupt.requested(), checkpoint)
+                raise interrupt.Interrupted(interrupt.requested() or "SIGTERM", checkpoint)
             _step(task, s, net, params, ema, opt, gen, state)
             state["seconds"] = time.perf_counter() - t0
             bar.update(1)

@@ -11,7 +11,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .world import cpu_group, world
+from .world import collective_failure, cpu_group, is_collective_failure, world
+
+
+def _exchange(call, *args, **kwargs):
+    """A torch.distributed call whose failure (a dead peer, the timeout) is one clear line."""
+    try:
+        return call(*args, **kwargs)
+    except RuntimeError as err:
+        if is_collective_failure(err):
+            raise collective_failure(err) from None
+        raise
 
 
 def _wire(t: torch.Tensor) -> torch.Tensor:
@@ -44,7 +54,7 @@ def gather_rows(t: torch.Tensor, counts: list[int]) -> torch.Tensor | None:
     rows = max(counts)
     wire = _padded(_wire(t), rows)
     parts = [torch.empty_like(wire) for _ in counts] if w.is_main else None
-    dist.gather(wire, parts, dst=0, group=cpu_group())
+    _exchange(dist.gather, wire, parts, dst=0, group=cpu_group())
     if not w.is_main:
         return None
     return _unwire(torch.cat([p[:c] for p, c in zip(parts, counts)]), t)
@@ -57,7 +67,7 @@ def all_rows(t: torch.Tensor, counts: list[int]) -> torch.Tensor:
         return t
     wire = _padded(_wire(t), max(counts))
     parts = [torch.empty_like(wire) for _ in counts]
-    dist.all_gather(parts, wire, group=cpu_group())
+    _exchange(dist.all_gather, parts, wire, group=cpu_group())
     return _unwire(torch.cat([p[:c] for p, c in zip(parts, counts)]), t).to(t.device)
 
 
@@ -74,7 +84,7 @@ def total(x):
     if not world().spread:
         return x
     t = torch.tensor([x], dtype=torch.int64 if isinstance(x, (int, np.integer)) else torch.float64)
-    dist.all_reduce(t, group=cpu_group())
+    _exchange(dist.all_reduce, t, group=cpu_group())
     return t.item()
 
 
@@ -83,7 +93,7 @@ def any_rank(flag: bool) -> bool:
     if not world().spread:
         return bool(flag)
     t = torch.tensor([int(bool(flag))], dtype=torch.int64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=cpu_group())
+    _exchange(dist.all_reduce, t, op=dist.ReduceOp.MAX, group=cpu_group())
     return bool(t.item())
 
 
@@ -92,5 +102,5 @@ def from_main(flag: bool) -> bool:
     if not world().spread:
         return bool(flag)
     t = torch.tensor([int(bool(flag))], dtype=torch.int64)
-    dist.broadcast(t, src=0, group=cpu_group())
+    _exchange(dist.broadcast, t, src=0, group=cpu_group())
     return bool(t.item())

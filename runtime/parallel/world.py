@@ -112,3 +112,20 @@ def job():
         if w.spread and clean and dist.is_initialized():
             dist.barrier(group=cpu_group())
             dist.destroy_process_group()
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """An error of an exchange between ranks: a peer died or the timeout ran out."""
+    text = str(err)
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and any(
+        s in text for s in ("gloo", "NCCL", "Timed out", "Connection closed", "Connection reset")))
+
+
+def collective_failure(err: BaseException) -> SamplerError:
+    """The one-line error a rank reports when an exchange with the others fails."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first = first.split("] ", 1)[-1][:160]          # without gloo's source location
+    return SamplerError(
+        f"rank {world().rank}: an exchange with the other ranks failed ({first}): another rank "
+        f"has failed or hangs (an exchange waits at most {TIMEOUT_ENV}="
+        f"{collective_timeout().total_seconds():g} s); see its message")
