@@ -45,8 +45,10 @@ class World:
 
 
 def world() -> World:
+    """This process's place in the job; a process torchrun started joins it on the first call
+    (so the API splits chains without any set-up; `job()` also leaves the job cleanly)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return World()
+        return init_from_env() if launched() else World()
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
