@@ -228,7 +228,9 @@ def test_plot_ensembles_and_a_model(work, phi4_hmc, quartic_cl, van_model):
     cli("plot", quartic_cl, "-o", work / "cl.png")
     cli("plot", van_model, "-o", work / "van.png")
     assert all(is_png(work / f) for f in ("hmc.png", "cl.png", "van.png"))
-    cli("plot", phi4_hmc, quartic_cl, "-o", work / "both.png")       # one figure per input
+    # several inputs: -o is a pattern with {name}, one figure per input (issue 15: -o names
+    # exactly the files written; a plain -o with several inputs is refused)
+    cli("plot", phi4_hmc, quartic_cl, "-o", work / "both_{name}.png")
     assert is_png(work / "both_phi4.png") and is_png(work / "both_quartic_cl.png")
 
 

@@ -494,8 +494,7 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
     if resume and (checkpoint is None or not Path(checkpoint).exists()):
         if output and Path(output).exists():
-            raise SamplerError(f"{output} is a finished model (there is no {checkpoint}): nothing "
-                               "to resume; to train again, drop --resume and add --force")
+            return finished_model(output, th, model)
         note(f"no checkpoint {checkpoint} to resume: training from the beginning")
     trained = fit(th, **args, checkpoint=checkpoint, resume=resume, **options)
     written = bool(output) and is_main()     # torchrun: rank 0 writes the model file
@@ -569,6 +568,19 @@ def condition_values(model, values, n: int) -> list:
                                f"{int(np.prod(one))} numbers {one} per sample, for 1 or {n} samples")
         out.append(torch.as_tensor(array.reshape(rows, *one)))
     return out
+
+
+def finished_model(output, th, kind: str) -> Trained:
+    """--resume of a training that has finished: its model file (checked against the theory),
+    said and not retrained."""
+    from .runtime.models import FLOW_KINDS, load_model
+    trained = load_model(output, kinds=FLOW_KINDS if kind == "flow" else ("diffusion",),
+                         schedules=th.schedules)
+    check_model_theory(trained, th, path=output, exact=False)
+    note(f"{output} is already complete: nothing to resume (to train it again, drop --resume "
+         "and add --force)")
+    return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
+                   Path(output))
 
 
 def training_data(data, th=None):

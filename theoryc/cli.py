@@ -31,10 +31,10 @@ def friendly(command):
     @wraps(command)
     def run(*args, **kwargs):
         from .runtime.io import interrupt
-        interrupt.install()
         from_runtime = runtime_errors()
         try:
-            return command(*args, **kwargs)
+            with interrupt.handled():
+                return command(*args, **kwargs)
         except TheoryError as err:
             click.echo(err.format(), err=True)
         except (UserError, *from_runtime) as err:
@@ -44,7 +44,8 @@ def friendly(command):
         except (OSError, ValueError) as err:
             click.echo(printable(f"Error: {err}", newlines=True), err=True)
         except KeyboardInterrupt as err:
-            click.echo(printable(interrupted_message(err), newlines=True), err=True)
+            click.echo(printable(interrupted_message(err, kwargs.get("output")), newlines=True),
+                       err=True)
             sys.exit(143 if getattr(err, "signal_name", "") == "SIGTERM" else 130)
         except RecursionError:
             click.echo("Error: an input is nested too deeply to read (a stored theory source or "
@@ -63,10 +64,11 @@ def friendly(command):
     return run
 
 
-def interrupted_message(err) -> str:
-    """What a stopped run says: the signal, and how to continue when it left a checkpoint."""
+def interrupted_message(err, output=None) -> str:
+    """What a stopped run says: the signal, and how to continue when it left a checkpoint (its
+    own, or OUTPUT.ckpt for an interrupt raised where the run could not write one)."""
     name = getattr(err, "signal_name", "SIGINT")
-    checkpoint = getattr(err, "checkpoint", None)
+    checkpoint = getattr(err, "checkpoint", None) or (f"{output}.ckpt" if output else None)
     if checkpoint is None or not Path(checkpoint).exists():
         return f"Interrupted ({name}); nothing was saved to resume from."
     again = " ".join(shlex.quote(a) for a in ["theoryc", *sys.argv[1:]] if a != "--resume")

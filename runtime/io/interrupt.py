@@ -32,10 +32,20 @@ def handler(signum, frame):
     _state["requested"] = name
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM through `handler` (the command line calls this once)."""
-    for sig in NAMES:
-        signal.signal(sig, handler)
+@contextlib.contextmanager
+def handled():
+    """Route SIGINT and SIGTERM through `handler` while a command runs, then restore the
+    handlers there were (a command run in-process, e.g. by a test, leaves its caller's alone)."""
+    try:
+        before = {sig: signal.signal(sig, handler) for sig in NAMES}
+    except ValueError:              # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in before.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
