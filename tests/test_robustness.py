@@ -453,3 +453,17 @@ def test_kills_at_random_moments_then_resume_give_the_uninterrupted_file(made, k
     assert done.rc == 0, done.text
     assert contents(made / out) == expected
     assert not list(made.glob(f".{out}*")) and not (made / f"{out}.ckpt").exists()
+
+
+def test_training_resume_with_other_parameters_is_refused(made):
+    """Was: the trainer's refusal printed two sha256 digests; measure of a training checkpoint
+    said 'damaged'."""
+    train = ("train", "phi4_2d", "--model", "flow", "--set", "L=4", "--steps", "100000",
+             "--layers", "1", "--hidden", "4", "--checkpoint-every", "2", "--quiet")
+    fresh(made, "tr.pt")
+    done = theoryc(made, *train, "-o", "tr.pt", wait_for=made / "tr.pt.ckpt", kill_after=0.05,
+                   sig=signal.SIGTERM)
+    assert done.rc == 143 and "--resume" in done.err, done.text
+    theoryc(made, *train, "--set", "kappa=0.3", "--resume", "-o", "tr.pt").one_line_error(
+        "tr.pt.ckpt", "kappa=0.3")
+    theoryc(made, "measure", "tr.pt.ckpt").one_line_error("training checkpoint")

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 
 from ..errors import SamplerError
-from .checkpoint import load_run_checkpoint
+from .checkpoint import load_checkpoint, load_run_checkpoint
 from .ensemble import Ensemble, streaming_name
 from .validate import check_datasets
 
@@ -28,6 +28,9 @@ def partial_ensemble(path) -> Ensemble:
         done = " (the run finished: measure it without --partial)" if Path(out).exists() else ""
         raise SamplerError(f"{checkpoint}: no such checkpoint; --partial measures an "
                            f"interrupted run{done}")
+    if load_checkpoint(checkpoint).get("kind") == "training":
+        raise SamplerError(f"{checkpoint} is a training checkpoint: there is no ensemble to "
+                           "measure (continue the training with 'theoryc train ... --resume')")
     snap = load_run_checkpoint(checkpoint, None, None, check=False)
     written = int(snap["written"])
     if written == 0:
