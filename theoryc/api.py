@@ -450,7 +450,8 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     checkpointing to OUTPUT.ckpt on the way; resume: continue from that checkpoint, which must
     have been made with the same settings. options: those of train_flow / train_diffusion
     (runtime/models/variational.py, diffusion.py), e.g. steps, batch_size, lr, seed, device,
-    dtype, progress; diffusion also schedule (a name of the theory's; default its first),
+    dtype, progress; a flow also flow="fourier" (the Fourier flow, runtime/models/fourier_flow.py;
+    default "realnvp"); diffusion also schedule (a name of the theory's; default its first),
     flavour, t_power.
     """
     import inspect
@@ -480,9 +481,9 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
         args["schedule"] = pick_schedule(th, options.pop("schedule", None))
     else:
         from .runtime.models.diffusion import train_diffusion as fit
-        if configs is None:
         if th.field_kinds and all(k == "angle" for k in th.field_kinds):
             from .runtime.models.torus_diffusion import train_torus_diffusion as fit
+        if configs is None:
             raise SamplerError("a diffusion model learns from data: pass an ensemble "
                                "(--data ENSEMBLE.h5; see 'theoryc sample')")
         args = {"data": configs, "schedule": pick_schedule(th, options.pop("schedule", None))}
