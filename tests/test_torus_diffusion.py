@@ -15,7 +15,7 @@ import torch
 import theoryc
 from conftest import REFERENCE
 from theoryc.runtime.errors import SamplerError
-from theoryc.runtime.models import load_model, save_model
+from theoryc.runtime.models import load_model
 from theoryc.runtime.models.torus_diffusion import (build_torus_model, perturb_angles,
                                                     plaquette_adjoint, plaquettes,
                                                     sample_torus_diffusion,
