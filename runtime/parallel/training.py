@@ -32,8 +32,10 @@ class DataParallelTask:
     def __init__(self, task, device):
         self.task = task
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:   # "cuda": this rank's GPU
+            device = torch.device("cuda", torch.cuda.current_device())
         self.ddp = torch.nn.parallel.DistributedDataParallel(
-            _TaskLoss(task), device_ids=[device.index or 0] if device.type == "cuda" else None,
+            _TaskLoss(task), device_ids=[device.index] if device.type == "cuda" else None,
             process_group=group_for(device), broadcast_buffers=False,
             find_unused_parameters=True)    # a task may leave some weights out of a loss
 
