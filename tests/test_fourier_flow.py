@@ -97,10 +97,11 @@ def test_cli_train_sample_measure_harmonic_oscillator(tmp_path):
     for args in (["train", *ho, "--model", "flow", "--flow", "fourier", "--steps", "1",
                   "--layers", "2", "--hidden", "4", "--lr", "1e-12", "--dtype", "float64",
                   "--quiet", "-o", model],
-                 ["sample", *ho, "--sampler", "flow", "--model", model, "--n", "300", "--quiet",
-                  "-o", ens]):
+                 ["sample", *ho, "--sampler", "flow", "--model", model, "--n", "300",
+                  "--chains", "3", "--quiet", "-o", ens]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, result.output
+    assert theoryc.api.open_ensemble(ens).observables["x2"].shape == (3, 300)   # --chains honoured
     result = runner.invoke(main, ["measure", ens, "--json"])
     sampler = json.loads(result.output)["sampler"]
     assert sampler["ess"] == pytest.approx(1.0, abs=1e-9)

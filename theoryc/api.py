@@ -207,6 +207,8 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     if sampler in MODEL_SAMPLERS:
         if world().spread:
             raise SamplerError(f"sampler {sampler} runs in one process; start it without torchrun")
+        if sampler == "flow" and options.get("metropolis", True):
+            options.setdefault("chains", chains)     # independent-Metropolis chains, n each
         return sample_model(th, sampler, model, n, output, options)
     run_sampler = chain_sampler(sampler)
     target = th if model is None else energy_target(model, th, options.get("device", "cpu"))

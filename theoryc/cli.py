@@ -217,8 +217,8 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
                                 independent_metropolis=independent_metropolis)
         if condition:
             options["condition"] = list(condition)
-        run = api.sample(th, sampler, n=n, output=output, model=need_model(model_path), **common,
-                         **options)
+        run = api.sample(th, sampler, n=n, chains=chains, output=output,
+                         model=need_model(model_path), **common, **options)
     if run is None:       # a rank other than 0 of a torchrun job: rank 0 wrote and reports
         return
     if not getattr(run, "already_complete", False):
