@@ -17,16 +17,13 @@ of the events it draws, the sampler binds the requested one).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
 from .diffusion import (DenoisingScoreMatching, DiffusionModel, _symmetrised_stats,
-                        sample_diffusion)
+                        fit_score_model, sample_diffusion, score_task_settings)
 from .networks import TimeConvNet, TimeMLP
-from .trainer import TrainSettings, data_fingerprint, theory_digest, train
-from ..io.modelfile import theory_fingerprint
+from .trainer import TrainSettings, data_fingerprint
 
 Tensor = torch.Tensor
 
@@ -174,21 +171,14 @@ def train_conditional(theory_like, data: Tensor, conditions: list[Tensor], specs
     loop = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup,
                          ema_decay=ema_decay, log_every=log_every)
     options = {"t_power": t_power, "n_data": int(data.shape[0])}
-    task_settings = {"kind": "diffusion", "architecture": dict(settings),
-                     "theory": theory_digest(theory_like), "data": data_fingerprint(data),
-                     "conditions": [data_fingerprint(c) for c in conditions],
-                     "dtype": str(dtype).split(".")[-1], "device": device.type, **options}
+    task_settings = score_task_settings("diffusion", model, theory_like, data, dtype, device,
+                                        options,
+                                        conditions=[data_fingerprint(c) for c in conditions])
     task = DenoisingScoreMatching(model, ConditionedData(data, conditions, net), [],
                                   batch_size=batch_size, t_power=t_power, settings=task_settings)
-    result = train(task, loop, device=device, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                   desc="train conditional")
-    model.settings["training"] = {**dataclasses.asdict(loop), **options}
-    model.raw_state, model.history = result.raw_state, result.history
-    model.meta = dict(theory_fingerprint(theory_like),
-                      params=dict(getattr(theory_like, "params", {})),
-                      training=model.settings["training"], history=result.history)
-    return model
+    return fit_score_model(model, task, loop, options, theory_like, device=device,
+                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                           resume=resume, progress=progress, desc="train conditional")
 
 
 def is_conditional(model) -> bool:

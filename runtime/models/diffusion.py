@@ -276,19 +276,34 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
                          lr_final_fraction=lr_final_fraction, grad_clip=grad_clip,
                          ema_decay=ema_decay, max_bad_steps=max_bad_steps, log_every=log_every)
     options = {"augment": augment, "t_power": t_power, "n_data": int(data.shape[0])}
-    settings = {"kind": "diffusion", "architecture": dict(model.settings),
-                "theory": theory_digest(theory_like), "data": data_fingerprint(data),
-                "dtype": str(dtype).split(".")[-1], "device": device.type, **options}
+    settings = score_task_settings("diffusion", model, theory_like, data, dtype, device, options)
     symmetries = list(getattr(theory_like, "symmetries", [])) if augment else []
     task = DenoisingScoreMatching(model, data, symmetries, batch_size=batch_size, t_power=t_power,
                                   settings=settings)
-    result = train(task, loop, device=device, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
-                   progress=progress, desc=f"train {flavour}")
+    return fit_score_model(model, task, loop, options, theory_like, device=device,
+                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                           resume=resume, stop_after=stop_after, progress=progress,
+                           desc=f"train {flavour}")
+
+
+def score_task_settings(kind: str, model, theory_like, data: Tensor, dtype, device,
+                        options: dict, **extra) -> dict:
+    """What a score-model training's checkpoint must match to be resumed: the model's
+    architecture, the theory, the data, dtype, device and the task's options."""
+    return {"kind": kind, "architecture": dict(model.settings),
+            "theory": theory_digest(theory_like), "data": data_fingerprint(data), **extra,
+            "dtype": str(dtype).split(".")[-1], "device": device.type, **options}
+
+
+def fit_score_model(model, task, loop: TrainSettings, options: dict, theory_like, **run):
+    """Train `task` (the model's network) by the one trainer and record on the model what its
+    file keeps: the loop's and task's settings, the raw (non-EMA) weights, the loss history and
+    the theory's fingerprint and parameters. run: train()'s keywords (device, checkpoint, ...)."""
+    result = train(task, loop, **run)
     model.settings["training"] = {**dataclasses.asdict(loop), **options}
-    model.raw_state = result.raw_state
-    model.history = result.history
-    model.meta = dict(theory_fingerprint(theory_like), params=dict(getattr(theory_like, "params", {})),
+    model.raw_state, model.history = result.raw_state, result.history
+    model.meta = dict(theory_fingerprint(theory_like),
+                      params=dict(getattr(theory_like, "params", {})),
                       training=model.settings["training"], history=result.history)
     return model
 

@@ -31,7 +31,6 @@ returns angles in [-pi, pi).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -41,10 +40,10 @@ from tqdm.auto import tqdm
 
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.io.ensemble import SamplerRun
-from theoryc.runtime.io.modelfile import theory_fingerprint
 from theoryc.runtime.models.networks import TimeConvNet, TimeMLP
 from theoryc.runtime.models.sde import SOLVERS, integrate_reverse
-from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, theory_digest, train
+from theoryc.runtime.models.diffusion import fit_score_model, score_task_settings
+from theoryc.runtime.models.trainer import TrainSettings
 from theoryc.runtime.theory import Schedule
 
 Tensor = torch.Tensor
@@ -326,21 +325,15 @@ def train_torus_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flav
                          lr_final_fraction=lr_final_fraction, grad_clip=grad_clip,
                          ema_decay=ema_decay, max_bad_steps=max_bad_steps, log_every=log_every)
     options = {"augment": augment, "t_power": t_power, "n_data": int(data.shape[0])}
-    settings = {"kind": "torus_diffusion", "architecture": dict(model.settings),
-                "theory": theory_digest(theory_like), "data": data_fingerprint(data),
-                "dtype": str(dtype).split(".")[-1], "device": device.type, **options}
+    settings = score_task_settings("torus_diffusion", model, theory_like, data, dtype, device,
+                                   options)
     symmetries = list(getattr(theory_like, "symmetries", [])) if augment else []
     task = WrappedScoreMatching(model, data, symmetries, batch_size=batch_size, t_power=t_power,
                                 settings=settings)
-    result = train(task, loop, device=device, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
-                   progress=progress, desc="train torus score")
-    model.settings["training"] = {**dataclasses.asdict(loop), **options}
-    model.raw_state, model.history = result.raw_state, result.history
-    model.meta = dict(theory_fingerprint(theory_like),
-                      params=dict(getattr(theory_like, "params", {})),
-                      training=model.settings["training"], history=result.history)
-    return model
+    return fit_score_model(model, task, loop, options, theory_like, device=device,
+                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                           resume=resume, stop_after=stop_after, progress=progress,
+                           desc="train torus score")
 
 
 # ------------------------------------------------------------------------------------------------
