@@ -109,7 +109,7 @@ def default_probes(model) -> int:
     return 0 if math.prod(model.feature_shape) <= EXACT_MAX_FEATURES else DEFAULT_PROBES
 
 
-class ODESampler:
+class ODESampler(torch.nn.Module):
     """A trained diffusion model as an independent proposal with a log-density, the interface
     of a flow (`sample(n, generator) -> (configs, log q)`), for runtime/models/sampling.py.
 
@@ -127,7 +127,8 @@ class ODESampler:
                              "probability for a complex model")
         if probes is not None and probes < 0:
             raise ValueError(f"probes must be 0 (exact divergence) or positive, not {probes}")
-        self.model = model.to(dtype=dtype)
+        super().__init__()
+        self.model = model.to(dtype=dtype)      # a submodule: .to(device) and .eval() reach it
         self.steps, self.rho = int(steps), float(rho)
         self.t_end = model.t_eps if t_end is None else float(t_end)
         self.probes = default_probes(model) if probes is None else int(probes)
@@ -138,14 +139,6 @@ class ODESampler:
                 "probes": self.probes,
                 "divergence": "exact" if self.probes == 0 else "hutchinson",
                 "model": self.model.settings}
-
-    def to(self, device):
-        self.model.to(device)
-        return self
-
-    def eval(self):
-        self.model.eval()
-        return self
 
     def sample(self, n: int, generator) -> tuple[Tensor, Tensor]:
         """n configurations and their log q (float64)."""
