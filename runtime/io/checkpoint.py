@@ -42,17 +42,14 @@ RUN_KEYS = {"sampler": str, "settings": dict, "t": int, "written": int, "state":
             "adaptation": dict, "seconds": float}
 
 
-def load_run_checkpoint(path: str | os.PathLike, sampler: str | None, settings: dict | None,
-                        check: bool = True) -> dict | None:
+def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict) -> dict | None:
     """The checkpoint of an interrupted run to resume, or None when there is none. A checkpoint
     made by another sampler or with other settings is refused: resuming it would silently mix
-    two different runs (check=False: read it without comparing, e.g. to measure it)."""
+    two different runs."""
     if not os.path.exists(path):
         return None
     snap = load_checkpoint(path)
     require(path, snap, RUN_KEYS, "sampler checkpoint")
-    if not check:
-        return snap
     refuse_other_settings(path, {"sampler": snap.get("sampler"), "settings": snap.get("settings")},
                           {"sampler": sampler, "settings": settings})
     return snap

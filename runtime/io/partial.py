@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 
 from ..errors import SamplerError
-from .checkpoint import load_checkpoint, load_run_checkpoint
+from .checkpoint import RUN_KEYS, load_checkpoint
 from .ensemble import Ensemble, streaming_name
-from .validate import check_datasets
+from .validate import check_datasets, require
 
 
 def partial_ensemble(path) -> Ensemble:
@@ -28,10 +28,11 @@ def partial_ensemble(path) -> Ensemble:
         done = " (the run finished: measure it without --partial)" if Path(out).exists() else ""
         raise SamplerError(f"{checkpoint}: no such checkpoint; --partial measures an "
                            f"interrupted run{done}")
-    if load_checkpoint(checkpoint).get("kind") == "training":
+    snap = load_checkpoint(checkpoint)
+    if snap.get("kind") == "training":
         raise SamplerError(f"{checkpoint} is a training checkpoint: there is no ensemble to "
                            "measure (continue the training with 'theoryc train ... --resume')")
-    snap = load_run_checkpoint(checkpoint, None, None, check=False)
+    require(checkpoint, snap, RUN_KEYS, "sampler checkpoint")
     written = int(snap["written"])
     if written == 0:
         raise SamplerError(f"{checkpoint}: the run was interrupted during its warm-up; it has "
