@@ -6,6 +6,7 @@ crash before the rename leaves the previous file (if any) untouched.
 """
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -48,15 +49,11 @@ def current_umask() -> int:
 def remove_stale(path: Path) -> None:
     """Temporary files of earlier writes of `path` (`.NAME.*.tmp`, from a writer killed before
     its rename): the target is now complete, so they can never be needed."""
-    for stale in folder_of(path).glob(f".{glob_escape(path.name)}.*.tmp"):
+    for stale in folder_of(path).glob(f".{glob.escape(path.name)}.*.tmp"):
         try:
             stale.unlink()
         except OSError:
             pass
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
 def folder_of(path: Path) -> Path:
