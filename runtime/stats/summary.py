@@ -1,12 +1,14 @@
 """The `theoryc measure` summary: one JSON-able object per ensemble, and its text table."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..io.provenance import format_param
 from .cumulants import cumulants as cumulants_of
 from .estimates import covariance, derived, derived_from, linearised, observable_stats
 from .gamma import DEFAULT_S
@@ -200,7 +202,7 @@ def format_run(run: dict | None) -> list[str]:
     """The header of the table: what was measured."""
     if not run:
         return []
-    params = ", ".join(f"{k}={_format_param(v)}" for k, v in (run.get("params") or {}).items())
+    params = ", ".join(f"{k}={format_param(v)}" for k, v in (run.get("params") or {}).items())
     what = f"{run['chains']} chains x {run['configurations']} configurations"
     cuts = [f"first {run['discard']} discarded" for _ in [0] if run.get("discard")]
     cuts += [f"bins of {run['bin']}" for _ in [0] if run.get("bin", 1) > 1]
@@ -212,12 +214,6 @@ def format_run(run: dict | None) -> list[str]:
         lines.append(f"cost     {run['seconds_per_configuration']:.3g} s per configuration; "
                      "s/indep = that x 2 tau_int")
     return lines + [""]
-
-
-def _format_param(v) -> str:
-    if isinstance(v, list) and len(v) == 2:
-        return f"{v[0]:g}{v[1]:+g}i"
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def format_components(r: dict) -> list[str]:
@@ -257,21 +253,12 @@ def _format_plain(v) -> str:
 # (runtime/measure.py measure_ensemble): the run it describes, --discard / --bin, the cost of an
 # independent sample, and the warnings a physicist needs before trusting the numbers.
 
-def _replace(ensemble, **changes):
-    """A shallow copy of an ensemble-like object with some fields replaced."""
-    import copy
-    other = copy.copy(ensemble)
-    for k, v in changes.items():
-        setattr(other, k, v)
-    return other
-
-
 def declaration_order(ensemble, theory):
     """The observables in the order the theory declares them (a file stores them sorted)."""
     names = list(getattr(theory, "observable_names", ()) or ())
     obs = ensemble.observables
     order = [k for k in names if k in obs] + [k for k in obs if k not in names]
-    return _replace(ensemble, observables={k: obs[k] for k in order})
+    return dataclasses.replace(ensemble, observables={k: obs[k] for k in order})
 
 
 def _length(ensemble) -> int:
@@ -289,7 +276,7 @@ def discarded(ensemble, n: int):
         raise ValueError(f"--discard {n} leaves no configuration: the ensemble has {length} per "
                          "chain")
     lw = ensemble.log_weights
-    return _replace(ensemble, observables={k: v[:, n:] for k, v in ensemble.observables.items()},
+    return dataclasses.replace(ensemble, observables={k: v[:, n:] for k, v in ensemble.observables.items()},
                     stats={k: v[:, n:] for k, v in getattr(ensemble, "stats", {}).items()},
                     log_weights=None if lw is None else lw[:, n:])
 
@@ -311,7 +298,7 @@ def binned_ensemble(ensemble, inputs, k: int):
         raise ValueError(f"--bin {k} leaves fewer than 2 bins of the {_length(ensemble)} "
                          "configurations per chain")
     observables = {name: bins(v, k) for name, v in ensemble.observables.items()}
-    return (_replace(ensemble, observables=observables),
+    return (dataclasses.replace(ensemble, observables=observables),
             None if inputs is None else {name: bins(v, k) for name, v in inputs.items()})
 
 
@@ -323,7 +310,7 @@ def only(ensemble, names, order: int):
     if unknown:
         raise ValueError(f"--of {', '.join(unknown)}: no such scalar observable; this ensemble "
                          f"has {', '.join(scalar) or 'none'}")
-    return _replace(ensemble, observables={k: scalar[k] for k in names})
+    return dataclasses.replace(ensemble, observables={k: scalar[k] for k in names})
 
 
 def run_header(ensemble, theory, discard: int, bin_size: int) -> dict:
