@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from .circular import wrap
 from .van import made
 
 Tensor = torch.Tensor
@@ -53,8 +54,7 @@ def sample_von_mises(mu: Tensor, kappa: Tensor, generator=None) -> Tensor:
         take = todo & ok
         out = torch.where(take, angle, out)
         todo = todo & ~ok
-    theta = out.to(mu.dtype) + mu
-    return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
+    return wrap(out.to(mu.dtype) + mu)
 
 
 class CircularAR(nn.Module):

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.io.ensemble import SamplerRun
+from theoryc.runtime.models.circular import wrap
 from theoryc.runtime.models.networks import TimeConvNet, TimeMLP
 from theoryc.runtime.models.sde import SOLVERS, integrate_reverse
 from theoryc.runtime.models.diffusion import fit_score_model, score_task_settings
@@ -52,11 +53,6 @@ SIGMA_MIN = 3.3          # 2 exp(-SIGMA_MIN^2 / 2) < 1%: the uniform prior's wor
 _SWITCH_VAR = 1.5 ** 2   # images below, theta series above (both exact to < 1e-30 there)
 _IMAGES = 3              # k = -3..3: the first omitted image is exp(-(7 pi)^2 / (2 var)) < 1e-45
 _THETA_TERMS = 8         # q^(n^2) at n = 9 and var = 2.25: exp(-91)
-
-
-def wrap(x: Tensor) -> Tensor:
-    """The representative of an angle in [-pi, pi)."""
-    return torch.remainder(x + math.pi, TWO_PI) - math.pi
 
 
 # ------------------------------------------------------------------------------------------------
