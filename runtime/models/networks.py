@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sde import shared_time
+
 Tensor = torch.Tensor
 
 
@@ -34,8 +36,9 @@ class TimeEmbedding(nn.Module):
     def forward(self, t: Tensor, log_std: Tensor) -> Tensor:
         """(batch, dim), or (1, dim) when all samples share one time (broadcasts; the sampler's
         case, where it saves a third of the work of a small network)."""
-        if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0:
-            t, log_std = t[:1], log_std[:1]
+        shared = shared_time(t)
+        if shared is not t:
+            t, log_std = shared, log_std[:1]
         arg = t[:, None] * self.freqs.to(t.dtype)
         feats = torch.cat([arg.sin(), arg.cos(), log_std[:, None] / 4], dim=1)
         return self.proj(feats)
