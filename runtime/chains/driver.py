@@ -353,7 +353,7 @@ class _Run:
             return
         p = self.plan
         n_bad = collectives.total(self.health.n_bad)        # over all ranks: all stop together
-        if n_bad > self.health.max_bad_fraction * p.chains:
+        if self.health.too_many(n_bad, p.chains):
             self.stopped = (f"stopped after {self.written} of {p.n} configurations: "
                             f"{n_bad} of {p.chains} chains ran away")
 

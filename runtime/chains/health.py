@@ -45,8 +45,9 @@ class ChainHealth:
     def n_bad(self) -> int:
         return int(self.bad.sum())
 
-    def too_many(self) -> bool:
-        return self.n_bad > self.max_bad_fraction * self.bad.numel()
+    def too_many(self, n_bad: int, chains: int) -> bool:
+        """More than max_bad_fraction of `chains` ran away (n_bad counted over every rank)."""
+        return n_bad > self.max_bad_fraction * chains
 
     def good(self) -> np.ndarray:
         """Mask of the good chains; refuses when none is left."""
