@@ -123,7 +123,7 @@ def measure_ensemble(ensemble, theory=None, cumulants=None, *, discard: int = 0,
         summary["cumulants"] = summarize(only(ensemble, of, cumulants), cumulants=cumulants
                                          )["cumulants"]
     add_costs(summary, per_config, bin_size)
-    summary["warnings"] = run_warnings(ensemble, summary)
+    summary["warnings"] = run_warnings(ensemble)
     name = theory.name if theory is not None else ensemble.attrs.get("theory_name", "")
     return Measurement(dict(ensemble.observables), summary, dict(ensemble.settings), name,
                        ensemble.log_weights)

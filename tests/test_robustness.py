@@ -164,6 +164,7 @@ def test_model_of_another_lattice_or_parameters(made):
     done = theoryc(made, "sample", "phi4_2d", "--sampler", "flow", "--model", "f4.pt", "--n", "10",
                    "--set", "L=4", "--set", "kappa=0.25", "--quiet", "-o", fresh(made, "mk.h5"))
     assert done.rc == 0 and "trained at other parameters" in done.err, done.text
+    assert "warning: the model was trained at other parameters" in done.err, done.text  # after the run
     summary = json.loads(theoryc(made, "measure", "mk.h5", "--json").out)
     assert any("trained at other parameters" in w for w in summary["warnings"])
 

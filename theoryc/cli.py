@@ -225,14 +225,16 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         click.echo(f"wrote {output}: {run.chains_and_n} (chains, configurations)")
     if "compile_seconds" in (run.timing or {}):      # --compile: what torch.compile took, once
         click.echo(f"compiled the fused steps in {run.timing['compile_seconds']:.1f} s")
-    print_warnings(output)
+    print_warnings(output, th)
 
 
-def print_warnings(path) -> None:
-    """After a run: the warnings `measure` would print (runaway fields, thermalisation, ...)."""
+def print_warnings(path, theory) -> None:
+    """After a run: the warnings `measure` would print (runaway fields, thermalisation, ...),
+    from the file's series alone (no second measurement of the run)."""
     from . import api
+    from .runtime.stats.summary import declaration_order, run_warnings
     try:
-        warnings = api.measure(path).summary.get("warnings", [])
+        warnings = run_warnings(declaration_order(api.open_ensemble(path), theory))
     except Exception:                   # the run is written; a figure that cannot be
         return                          # summarised is measure's to report
     for w in warnings:

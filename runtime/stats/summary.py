@@ -353,7 +353,7 @@ THERMALISATION_SIGMA = 4.0      # a first-block drift larger than this many sigm
 RUNAWAY_GROWTH = 10.0           # ... and a last quarter this many times the first quarter's size
 
 
-def run_warnings(ensemble, summary: dict) -> list[str]:
+def run_warnings(ensemble) -> list[str]:
     """Warnings printed after a run and by `measure`: runaway fields, a model used away from its
     training parameters, approximate (unreweighted) diffusion samples, thermalisation not
     reached, an interrupted run."""
