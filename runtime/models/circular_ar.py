@@ -3,8 +3,10 @@
 raster order, each conditional a mixture of K von Mises densities
     q(theta_i | .) = sum_k pi_k exp(kappa_k cos(theta_i - mu_k)) / (2 pi I0(kappa_k)),
 normalised on the circle, so log q is exact (one pass of a MADE network fed with (cos, sin) of
-the angles, the masked layers of van.py) and sampling is exact (n passes: a component, then a von
-Mises draw by the Best-Fisher rejection method, with the caller's generator).
+the angles, the masked layers of van.py) and sampling is exact (site by site: a component, then
+a von Mises draw by the Best-Fisher rejection method, with the caller's generator; the MADE is
+evaluated incrementally by van.MadeStepper, the direct sampler `sample_angles_reference` runs one
+full pass per site and draws the same angles).
 
 The draws are not reparameterised, so training is REINFORCE with the batch mean as baseline, as
 for the spin VAN (`reinforce = True` tells the trainer). The output bias starts with the K means
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from .circular import wrap
-from .van import made
+from .van import MadeStepper, made
 
 Tensor = torch.Tensor
 LOG_KAPPA_BOUND = 4.0
@@ -80,10 +82,18 @@ class CircularAR(nn.Module):
     def conditionals(self, theta: Tensor):
         """(mu, kappa, logits), each (batch, n, K), of q(theta_i | theta_<i) for every i."""
         flat = theta.reshape(theta.shape[0], self.n)
-        feats = torch.stack([torch.cos(flat), torch.sin(flat)], -1).reshape(flat.shape[0], -1)
-        out = self.net(feats).view(flat.shape[0], self.n, 3, self.k)
-        kappa = torch.exp(LOG_KAPPA_BOUND * torch.tanh(out[:, :, 1] / LOG_KAPPA_BOUND))
-        return out[:, :, 0], kappa, out[:, :, 2]
+        out = self.net(self.features(flat)).view(flat.shape[0], self.n, 3 * self.k)
+        return self.mixture(out)
+
+    def features(self, theta: Tensor) -> Tensor:
+        """The MADE's input, (cos, sin) of each angle: (batch, 2 n) from (batch, n)."""
+        return torch.stack([torch.cos(theta), torch.sin(theta)], -1).flatten(-2)
+
+    def mixture(self, out: Tensor):
+        """(mu, kappa, logits), each (..., K), from raw outputs (..., 3 K); kappa bounded."""
+        out = out.unflatten(-1, (3, self.k))
+        kappa = torch.exp(LOG_KAPPA_BOUND * torch.tanh(out[..., 1, :] / LOG_KAPPA_BOUND))
+        return out[..., 0, :], kappa, out[..., 2, :]
 
     def log_prob(self, theta: Tensor) -> Tensor:
         flat = theta.reshape(theta.shape[0], self.n)
@@ -91,19 +101,36 @@ class CircularAR(nn.Module):
 
     @torch.no_grad()
     def sample_angles(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        ref = self.net[0].linear.weight
-        theta = torch.zeros(n, self.n, device=ref.device, dtype=ref.dtype)
+        """n configurations drawn angle by angle, (n, *shape); the MADE stepped incrementally."""
+        step = MadeStepper(self.net, n)
+        theta = torch.zeros(n, self.n, device=step.a.device, dtype=step.a.dtype)
         for i in range(self.n):
-            mu, kappa, logits = (p[:, i] for p in self.conditionals(theta))
-            pick = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
-            theta[:, i] = sample_von_mises(mu.gather(1, pick)[:, 0], kappa.gather(1, pick)[:, 0],
-                                           generator)
+            theta[:, i] = draw_mixture(*self.mixture(step.output(i)), generator)
+            step.feed(i, self.features(theta[:, i:i + 1]))
         return theta.reshape(n, *self.shape)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(angles, log q): the angles carry no gradient, log q does (for REINFORCE)."""
         theta = self.sample_angles(n, generator)
         return theta, self.log_prob(theta)
+
+
+def draw_mixture(mu: Tensor, kappa: Tensor, logits: Tensor, generator=None) -> Tensor:
+    """One draw per row from a von Mises mixture with parameters (batch, K): a component, then
+    its von Mises (the order of random numbers both samplers share)."""
+    pick = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+    return sample_von_mises(mu.gather(1, pick)[:, 0], kappa.gather(1, pick)[:, 0], generator)
+
+
+@torch.no_grad()
+def sample_angles_reference(model: CircularAR, n: int, generator=None) -> Tensor:
+    """The direct sampler (a full MADE pass per angle, O(n) times the work of
+    CircularAR.sample_angles), kept as the reference that one is tested and benchmarked against."""
+    ref = model.net[0].linear.weight
+    theta = torch.zeros(n, model.n, device=ref.device, dtype=ref.dtype)
+    for i in range(model.n):
+        theta[:, i] = draw_mixture(*(p[:, i] for p in model.conditionals(theta)), generator)
+    return theta.reshape(n, *model.shape)
 
 
 def circular_ar_from_settings(settings: dict, device=None, dtype=None) -> CircularAR:

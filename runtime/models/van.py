@@ -4,7 +4,8 @@ q(s) = prod_i q(s_i | s_<i) over the n = n_fields * volume spins in a fixed (ras
 each conditional a Bernoulli whose logit comes from a MADE network: masked dense layers in which
 hidden units are grouped by site and a unit of site i only sees sites < i (strictly, in the first
 layer; inclusively afterwards). This works for any lattice dimension and number of spin fields.
-log q is exact (one forward pass); sampling takes n passes, one site at a time.
+log q is exact (one forward pass); sampling goes one site at a time, updating the first layer
+incrementally (MadeStepper, shared with the von Mises network of circular_ar.py).
 
 Z2 symmetrisation (optional): q_sym(s) = (q(s) + q(-s)) / 2, sampled by drawing s ~ q and flipping
 it with probability 1/2. It is exact and only valid when s -> -s leaves the action invariant;
@@ -26,6 +27,7 @@ class MaskedLinear(nn.Module):
 
     def __init__(self, n: int, in_width: int, out_width: int, exclusive: bool):
         super().__init__()
+        self.n, self.in_width, self.out_width = n, in_width, out_width
         self.linear = nn.Linear(n * in_width, n * out_width)
         order = torch.tril(torch.ones(n, n), diagonal=-1 if exclusive else 0)
         self.register_buffer("mask", torch.kron(order, torch.ones(out_width, in_width)))
@@ -47,6 +49,40 @@ def made(n: int, widths: list[int]) -> nn.Sequential:
         if i < len(widths) - 2:
             layers.append(nn.PReLU(init=0.5))
     return nn.Sequential(*layers)
+
+
+class MadeStepper:
+    """Evaluates a `made` stack output group by output group while the inputs are fed in the
+    same order, for the autoregressive samplers (VAN, circular_ar.CircularAR).
+
+    The first layer's pre-activations a = W x + b are updated by the columns of input group i,
+    a += W[:, i] x_i, once x_i is drawn, and only output group i of the layers above is computed
+    (for the default depth 2; deeper stacks recompute the layers above the first). Per
+    configuration that is the work of a few full passes instead of one full pass per site.
+    """
+
+    def __init__(self, net: nn.Sequential, batch: int):
+        first, self.above = net[0], net[1:]
+        self.width, self.n = first.in_width, first.n
+        self.weight = first.linear.weight * first.mask     # (n * hidden, n * width)
+        self.a = first.linear.bias.expand(batch, -1).clone()
+        self.two_layers = len(self.above) == 2
+        if self.two_layers:
+            act, last = self.above
+            self.act, self.bias = act, last.linear.bias.view(last.n, last.out_width)
+            self.w_last = (last.linear.weight * last.mask).view(last.n, last.out_width, -1)
+
+    def output(self, i: int) -> Tensor:
+        """Output group i, (batch, out_width): it depends only on the inputs fed so far."""
+        if self.two_layers:
+            return self.act(self.a) @ self.w_last[i].t() + self.bias[i]
+        out = self.above(self.a)
+        return out.view(out.shape[0], self.n, -1)[:, i]
+
+    def feed(self, i: int, x: Tensor) -> None:
+        """Add input group i, (batch, width), to the first layer's pre-activations."""
+        cols = self.weight[:, i * self.width:(i + 1) * self.width]
+        self.a.addmm_(x, cols.t())
 
 
 class VAN(nn.Module):
@@ -82,31 +118,17 @@ class VAN(nn.Module):
 
     @torch.no_grad()
     def sample_spins(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n spin configurations drawn site by site, shape (n, *shape).
-
-        Incremental: the first layer's pre-activations a = W s + b are updated by one column,
-        a += W[:, i] s_i, as each spin is drawn, and only logit i of the layers above is
-        computed (for the default depth 2; deeper stacks recompute the layers above the first).
-        That is O(n) instead of O(n^2) work per configuration; the random numbers are drawn
-        exactly as by `sample_spins_reference`, so the spins are the same up to rounding in the
-        logits (tests/test_van.py).
-        """
-        first, above = self.net[0], self.net[1:]
-        weight = first.linear.weight * first.mask            # (n * hidden, n): one column a site
-        s = torch.zeros(n, self.n, device=weight.device, dtype=weight.dtype)
-        a = first.linear.bias.expand(n, -1).clone()
-        two_layers = len(above) == 2
-        if two_layers:
-            act, last = above[0], above[1]
-            w_last = last.linear.weight * last.mask
+        """n spin configurations drawn site by site (MadeStepper: O(n) less work than a full
+        pass per site), shape (n, *shape). The random numbers are drawn exactly as by
+        `sample_spins_reference`, so the spins are the same up to rounding in the logits
+        (tests/test_van.py)."""
+        step = MadeStepper(self.net, n)
+        s = torch.zeros(n, self.n, device=step.a.device, dtype=step.a.dtype)
         for i in range(self.n):
-            if two_layers:
-                logit = act(a) @ w_last[i] + last.linear.bias[i]
-            else:
-                logit = above(a)[:, i]
+            logit = step.output(i)[:, 0]
             u = torch.rand(n, generator=generator, device=s.device, dtype=s.dtype)
             s[:, i] = torch.where(u < torch.sigmoid(logit), 1.0, -1.0).to(s.dtype)
-            a.addmm_(s[:, i:i + 1], weight[:, i:i + 1].t())
+            step.feed(i, s[:, i:i + 1])
         return self._z2_flip(s, generator).reshape(n, *self.shape)
 
     def _z2_flip(self, s: Tensor, generator) -> Tensor:
