@@ -76,6 +76,33 @@ def test_a_new_sampler_is_a_kernel():
     assert 0.2 < run.summary["acceptance"] < 0.9 and run.settings["every"] == 2
 
 
+
+def test_a_warm_up_adaptation_is_handed_only_what_it_reads():
+    """The driver passes an adaptation the info entries its `reads` names (under torchrun it
+    gathers only those over the ranks): a tuner of `accept` never sees the kernel's `dH`, and
+    one that reads nothing (Fixed) gets nothing."""
+    from theoryc.runtime.chains.adaptation import DualAveraging
+
+    class Recording(DualAveraging):
+        seen: list = []
+
+        def update(self, s, info):
+            self.seen.append(sorted(info))
+            return super().update(s, info)
+
+    class WithMoreInfo(RandomWalk):
+        def step(self, state, generator, params):
+            state, info = super().step(state, generator, params)
+            return state, {"accept": info["accept"].double(), "dH": torch.zeros(4)}
+
+    assert Fixed.reads == () and DualAveraging.reads == ("accept",)
+    theory = fakes.double_gaussian_0d(mu0=1.0, s0=0.25)
+    start = lambda g: torch.randn((4, 1), generator=g, dtype=torch.float64)
+    adaptation = Recording(0.5, 0.6)
+    run = run_chains(WithMoreInfo(theory), start, Plan(n=5, chains=4, warmup=7, seed=1),
+                     adaptation, {"sampler": "random_walk"}, progress=False)
+    assert adaptation.seen == [["accept"]] * 7 and run.configs.shape == (4, 5, 1)
+
 def test_save_every_and_no_configs_store_a_subset_of_the_same_chain(tmp_path):
     """Thinning the stored configurations changes nothing else: the stored ones are every K-th
     of the full run, bit for bit, and observables/stats are those of the full run."""

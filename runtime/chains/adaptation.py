@@ -2,7 +2,8 @@
 each warm-up step, `params(state)` for the next warm-up step and `final(state)` for production.
 
 States are plain dicts of floats (they go into checkpoints as they are). `Fixed` is the no-op for
-a kernel whose parameters are given.
+a kernel whose parameters are given. `reads` names the info entries `update` uses: the driver
+hands it those only, and under torchrun gathers only those over the ranks.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ COLLAPSE_FRACTION = 1e-4
 
 class Fixed:
     """No adaptation: the same parameters throughout."""
+
+    reads: tuple[str, ...] = ()
 
     def __init__(self, **params):
         self._params = dict(params)
@@ -38,6 +41,8 @@ class DualAveraging:
     Fed the chain-averaged `info["accept"]` after each warm-up step; `final` is the iterate
     average, which is what is frozen for the production run.
     """
+
+    reads = ("accept",)
 
     def __init__(self, eps0: float, target: float, gamma: float = 0.05, t0: float = 10.0,
                  kappa: float = 0.75, **other):
@@ -76,6 +81,8 @@ class RobbinsMonro:
     (the step count is in units of kept configurations, as the rest of the run). Final: the last
     iterate."""
 
+    reads = ("accept",)
+
     def __init__(self, eps0: float, target: float, every: int):
         self.eps0, self.target, self.every = float(eps0), float(target), int(every)
 
@@ -99,6 +106,8 @@ class DriftReference:
     up to date within a step; frozen at the end of warm-up (Aarts, James, Seiler, Stamatescu,
     PLB 687 (2010) 154). `warm` and `production` are the other kernel parameters of each phase;
     with measure=False (fixed steps, or a given K_ref) they are used as they are."""
+
+    reads = ("drift_sum", "drift_count")     # sums over every rank's chains already
 
     def __init__(self, warm: dict, production: dict, measure: bool = True):
         self.warm, self.production, self.measure = warm, production, measure

@@ -170,8 +170,9 @@ class CLKernel:
                 if params["drift_ref"] is None:     # warm-up: running mean of max|K| (finite)
                     kmax = k2.to(torch.float64).sqrt()
                     ok = active & torch.isfinite(kmax)
-                    k_sum += chain_sum(torch.where(ok, kmax, 0.0), split)
-                    k_count += chain_sum(ok, split)
+                    k_step, n_step = chain_sums(torch.where(ok, kmax, 0.0), ok, split)
+                    k_sum += k_step
+                    k_count += n_step
                     ref = ((k_sum + prior_sum) / (k_count + prior_count).clamp(min=1)).clamp(
                         min=1e-300).to(rdtype)
                 else:
@@ -282,11 +283,13 @@ class CLKernel:
                        int(d["substeps"]))
 
 
-def chain_sum(x: Tensor, split) -> Tensor:
-    """x.sum() over every rank's chains, summed in one order (bitwise the one-process sum)."""
+def chain_sums(x: Tensor, ok: Tensor, split) -> tuple[Tensor, Tensor]:
+    """(x.sum(), ok.sum()) over every rank's chains, from one gather per substep, each summed in
+    one order (bitwise the one-process sums; a count of 0/1 is exact in float64)."""
     if split is None:
-        return x.sum()
-    return collectives.all_rows(x, split.counts).sum()
+        return x.sum(), ok.sum()
+    both = collectives.all_rows(torch.stack([x, ok.to(x.dtype)], 1), split.counts)
+    return both[:, 0].contiguous().sum(), both[:, 1].contiguous().sum()
 
 
 def _add_noise(z: Tensor, noise: Tensor) -> Tensor:

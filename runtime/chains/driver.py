@@ -46,7 +46,6 @@ from ..io.ensemble import EnsembleFile, SamplerRun, file_attrs, series_array, se
 from ..parallel import collectives
 from ..parallel.streams import ChainSplit, ChainStreams, n_streams, split_chains
 from ..parallel.world import world
-from .adaptation import Fixed
 from .health import ChainHealth
 from .moves import apply_symmetries, per_chain
 
@@ -272,11 +271,12 @@ class _Run:
 
     def after_warm_step(self, info: dict) -> None:
         p = self.plan
-        # the adaptation sees every rank's chains, in one order: the same parameters as in
-        # one process, to the last bit
-        if self.world.spread and not isinstance(self.adaptation, Fixed):
-            info = self.all_rows(info, collectives.all_rows)
-        self.astate = self.adaptation.update(self.astate, info)
+        # the adaptation sees what it reads (its `reads`) of every rank's chains, in one
+        # order: the same parameters as in one process, to the last bit
+        read = {name: info[name] for name in self.adaptation.reads}
+        if self.world.spread:
+            read = self.all_rows(read, collectives.all_rows)
+        self.astate = self.adaptation.update(self.astate, read)
         if self.t == p.warmup:
             self.final = self.adaptation.final(self.astate)
         if self.t % p.every == 0 or self.t == p.warmup:
