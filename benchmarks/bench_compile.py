@@ -78,7 +78,7 @@ def time_handwritten(theory, fns, n: int, chains: int, device) -> float:
 
 def time_theoryc(theory, n: int, chains: int, device, compile: bool):
     run = run_hmc(theory, n=n, chains=chains, warmup=0, step_size=STEP,
-                  trajectory_length=STEP * N_STEPS, dtype=torch.float32, device=device,
+                  trajectory_length=STEP * N_STEPS, trajectory_jitter=0.0, dtype=torch.float32, device=device,
                   progress=False, compile=compile, store_configs=True)
     assert run.summary["n_steps"] == N_STEPS
     return run.timing["seconds_per_trajectory"], run.timing.get("compile_seconds", 0.0)

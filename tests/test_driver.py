@@ -163,8 +163,9 @@ def test_a_checkpoint_holds_the_sampler_state_not_the_data(tmp_path, monkeypatch
     snap = load_checkpoint(path)
     assert snap["written"] == 100 and snap["t"] == 10 + 100
     tensors = [k for k, v in snap["state"].items() if isinstance(v, torch.Tensor)]
-    assert sorted(tensors) == ["action", "force", "phi"]
-    assert all(v.shape[0] == 2 for v in snap["state"].values())
+    assert sorted(tensors) == ["action", "count", "force", "phi"]
+    assert int(snap["state"]["count"]) == snap["t"]          # trajectories run: it draws their lengths
+    assert all(snap["state"][k].shape[0] == 2 for k in ("action", "force", "phi"))
     assert "configs" not in snap and "stats" not in snap
 
 

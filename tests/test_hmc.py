@@ -132,10 +132,13 @@ def test_double_gaussian_without_move_is_stuck():
     length 1. Without the move the chains stay in the mode they fell into: x does not
     decorrelate within the run and the result depends on how the chains happened to split."""
     x = double_gaussian_run(moves=False)
-    assert mode_changes(x) < 20                   # of 8 x 2500 trajectories
+    # 8-14 changes in 8 x 2500 trajectories over seeds 4-11 (0-6 at a fixed length 1: the
+    # jittered lengths, up to 1.5, end on the barrier a little more often); 2-5 of the 8 chains
+    # never change (6-8 at a fixed length)
+    assert mode_changes(x) < 20
     assert gamma_method(x).tau_int > 50
     stuck_chains = np.abs((x > 0).mean(axis=1) - 0.5) > 0.48
-    assert stuck_chains.sum() >= 6
+    assert stuck_chains.sum() >= 2
     assert np.all(np.abs(x[stuck_chains].var(axis=1) - 0.0625) < 0.01)   # s0^2, not 1.0625
 
 
@@ -174,9 +177,25 @@ def test_float32_fields_sample_with_float64_energies():
 
 def test_fixed_step_size_is_not_tuned():
     theory = fakes.gaussian_0d()
-    run = run_hmc(theory, n=50, chains=2, warmup=10, step_size=0.25, progress=False)
+    run = run_hmc(theory, n=50, chains=2, warmup=10, step_size=0.25, progress=False,
+                  trajectory_jitter=0.0)
     assert np.all(run.stats["step_size"] == 0.25) and np.all(run.stats["n_steps"] == 4)
     assert run.settings["tuned"] is False
+
+
+def test_trajectory_lengths_are_jittered_by_seed_and_index_alone():
+    """Lengths uniform in [1/2, 3/2] x 1 by default: 0.25-steps 2..6, all of them drawn, mean 4
+    (400 draws: the mean's error is 0.06), the same for another number of chains (one length
+    per trajectory, shared by the chains) and the same when resumed (the count is in the state)."""
+    theory = fakes.gaussian_0d()
+    runs = [run_hmc(theory, n=400, chains=c, warmup=10, step_size=0.25, seed=3, progress=False)
+            for c in (2, 5)]
+    steps = runs[0].stats["n_steps"]
+    assert set(np.unique(steps)) == {2, 3, 4, 5, 6} and abs(steps.mean() - 4) < 0.25
+    assert np.array_equal(steps[0], runs[1].stats["n_steps"][0])
+    assert np.array_equal(steps[0], steps[1])
+    other = run_hmc(theory, n=400, chains=2, warmup=10, step_size=0.25, seed=4, progress=False)
+    assert not np.array_equal(steps, other.stats["n_steps"])
 
 
 def test_hmc_to_file_to_summary(tmp_path):

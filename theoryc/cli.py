@@ -151,6 +151,9 @@ def compile(theory, sets, emit):
               help="HMC integrator.")
 @click.option("--step", type=float, default=None, help="Step size (HMC: fixes it; Langevin: eps).")
 @click.option("--trajectory-length", type=float, default=1.0, show_default=True, help="HMC trajectory length.")
+@click.option("--trajectory-jitter", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+              help="HMC: each trajectory's length drawn uniformly in LENGTH * [1 - J, 1 + J] "
+                   "(breaks resonances of a fixed length; 0 = fixed).")
 @click.option("--fourier-acceleration", is_flag=True,
               help="HMC: momentum-space mass K(p) + m^2 from the action's quadratic part (real site fields).")
 @click.option("--mass2", type=float, default=None,
@@ -187,7 +190,7 @@ def compile(theory, sets, emit):
 @force_option
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
-           trajectory_length, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, compile_steps, model_path, solver,
+           trajectory_length, trajectory_jitter, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, compile_steps, model_path, solver,
            steps, no_metropolis, exact, probes, independent_metropolis, condition, save_every, no_configs,
            resume, quiet, output, force):
     """Sample THEORY and write an ensemble file."""
@@ -201,6 +204,7 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
     if sampler in api.CHAIN_SAMPLERS:
         options = chain_options(sampler, th, warmup=warmup, dtype=dtype, every=every, step=step,
                                 integrator=integrator, trajectory_length=trajectory_length,
+                                trajectory_jitter=trajectory_jitter,
                                 fourier_acceleration=fourier_acceleration, mass2=mass2,
                                 target_accept=target_accept, scheme=scheme, noise_imag=noise_imag,
                                 no_adaptive=no_adaptive, no_symmetry_moves=no_symmetry_moves)
@@ -291,7 +295,7 @@ def model_options(sampler, *, solver, steps, no_metropolis, exact, probes,
 
 
 def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajectory_length,
-                  fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive,
+                  trajectory_jitter, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive,
                   no_symmetry_moves) -> dict:
     """The options of `theoryc sample` that apply to a chain sampler, as api.sample takes them."""
     given = {"warmup": warmup, "every": every, "step": step}
@@ -299,7 +303,8 @@ def chain_options(sampler, th, *, warmup, dtype, every, step, integrator, trajec
     options["dtype"] = dtype
     if sampler == "hmc":
         options.update(integrator=integrator, trajectory_length=trajectory_length,
-                       target_accept=target_accept, symmetrize=not no_symmetry_moves)
+                       trajectory_jitter=trajectory_jitter, target_accept=target_accept,
+                       symmetrize=not no_symmetry_moves)
         if fourier_acceleration:
             options.update(fourier_acceleration=True, mass2=mass2)
     elif fourier_acceleration or mass2 is not None:

@@ -60,8 +60,9 @@ def fourier_mass(theory, mass2: float | None = None) -> Tensor:
 class FourierHMCKernel(HMCKernel):
     """HMC whose kinetic term is 1/2 pi M^-1 pi with M diagonal in momentum space (leapfrog)."""
 
-    def __init__(self, theory, mass: Tensor, trajectory_length: float = 1.0, symmetries=()):
-        super().__init__(theory, "leapfrog", trajectory_length, symmetries)
+    def __init__(self, theory, mass: Tensor, trajectory_length: float = 1.0, symmetries=(),
+                 jitter: float = 0.0, seed: int = 0):
+        super().__init__(theory, "leapfrog", trajectory_length, symmetries, jitter=jitter, seed=seed)
         self.mass = mass                       # (n_fields, *lattice), float64 on the cpu
         self.sites = tuple(range(2, 2 + len(theory.lattice)))
 

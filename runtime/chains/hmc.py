@@ -36,10 +36,12 @@ OMELYAN_LAMBDA = 0.1931833275037836
 
 @dataclass
 class HMCState:
-    """Positions of all chains with their action (float64) and force, cached between trajectories."""
+    """Positions of all chains with their action (float64) and force, cached between trajectories,
+    and the number of trajectories run (it draws each trajectory's length, see trajectory_steps)."""
     phi: Tensor       # (chains, *shape)
     action: Tensor    # (chains,) float64
     force: Tensor     # (chains, *shape)
+    count: int = 0
 
 
 def check_theory(theory) -> None:
@@ -186,18 +188,44 @@ class FusedTrajectory:
         return (phi, p, force), k0
 
     def coefficients(self, kicks, like: Tensor) -> list[Tensor]:
-        """The kicks in chunks of CHUNK, then one by one; made once per step size (tensors of
-        the fields' dtype: each value rounds as the eager `alpha=value` does)."""
-        if getattr(self, "cached", (None,))[0] != kicks:
+        """The kicks in chunks of CHUNK, then one by one; made once per step size and number of
+        steps (tensors of the fields' dtype: each value rounds as the eager `alpha=value` does).
+        A jittered trajectory length makes a few numbers of steps: each is kept."""
+        cache = getattr(self, "cached", None)
+        if cache is None or cache[0] != kicks[0]:      # a new step size: forget the old ones
+            cache = self.cached = [kicks[0], {}]
+        if len(kicks) not in cache[1]:
             full = len(kicks) - len(kicks) % CHUNK
             parts = [kicks[i:i + CHUNK] for i in range(0, full, CHUNK)] + [[k] for k in kicks[full:]]
-            self.cached = kicks, [torch.tensor([v for pair in part for v in pair], dtype=like.dtype,
-                                               device=like.device) for part in parts]
-        return self.cached[1]
+            cache[1][len(kicks)] = [torch.tensor([v for pair in part for v in pair], dtype=like.dtype,
+                                                 device=like.device) for part in parts]
+        return cache[1][len(kicks)]
 
 
 def n_steps_for(trajectory_length: float, eps: float) -> int:
     return max(1, round(trajectory_length / eps))
+
+
+# A trajectory of fixed length tau rotates a mode of frequency w by w tau each time: where
+# cos(w tau) is near +-1 (w tau near a multiple of pi, for some of a lattice's many modes) that
+# mode's square barely decorrelates and the Gamma method misses it: the errors of C(t) on the
+# harmonic oscillator came out 2-4x too small at tau = 3. Drawing tau uniformly in
+# [(1 - j) tau, (1 + j) tau] each trajectory (Mackenzie, Phys. Lett. B 226 (1989) 369; Neal 2011)
+# averages cos(w tau) away from +-1 at the same mean cost; detailed balance holds for any length
+# drawn independently of the state. The draw depends on (seed, trajectory index) only, so every
+# rank and every resume draws the same lengths, and all chains share a trajectory's length (one
+# batched integration).
+JITTER_TAG = 0x6A177E5
+JITTER = 0.5          # the default j: lengths in [tau / 2, 3 tau / 2]
+
+
+def trajectory_steps(trajectory_length: float, jitter: float, eps: float, seed: int,
+                     count: int) -> int:
+    """The leapfrog steps of trajectory `count` of a run seeded `seed`."""
+    if not jitter:
+        return n_steps_for(trajectory_length, eps)
+    u = np.random.default_rng([int(seed) % (1 << 64), int(count), JITTER_TAG]).uniform(-1.0, 1.0)
+    return n_steps_for(trajectory_length * (1.0 + jitter * u), eps)
 
 
 class HMCKernel:
@@ -208,13 +236,16 @@ class HMCKernel:
     chain_streams = True
 
     def __init__(self, theory, integrator: str = "leapfrog", trajectory_length: float = 1.0,
-                 symmetries=(), compile: bool = False):
+                 symmetries=(), compile: bool = False, jitter: float = 0.0, seed: int = 0):
         if integrator not in INTEGRATORS:
             raise SamplerError(f"unknown integrator '{integrator}'; choose one of "
                                f"{sorted(INTEGRATORS)}")
         self.theory, self.integrate = theory, INTEGRATORS[integrator]
         self.fused = FusedTrajectory(theory, integrator) if compile else None
         self.trajectory_length = float(trajectory_length)
+        if not 0.0 <= jitter < 1.0:
+            raise SamplerError(f"trajectory-length jitter {jitter:g}: expected a fraction in [0, 1)")
+        self.jitter, self.seed = float(jitter), int(seed)
         self.symmetries = list(symmetries)
         self.cheap_moves = [maps_gradient(theory, sym, theory.shape) for sym in self.symmetries]
         self.wrap = angle_wrapper(theory)       # angles leave the kernel in [-pi, pi)
@@ -229,7 +260,7 @@ class HMCKernel:
         acceptance probability, a lower-variance statistic than the 0/1 outcome), `accepted`
         (0/1) and `dH`. A trajectory whose energy is not finite is rejected."""
         eps = params["step"]
-        n_steps = n_steps_for(self.trajectory_length, eps)
+        n_steps = trajectory_steps(self.trajectory_length, self.jitter, eps, self.seed, state.count)
         phi0 = state.phi
         p0 = self.momenta(phi0, generator)
         # drawn before the trajectory, which draws nothing: the same numbers as after it
@@ -244,8 +275,8 @@ class HMCKernel:
             phi, action, force, accepted, dH, accept = metropolis(
                 self.theory.action, self.kinetic, state.phi, state.action, state.force,
                 self.kinetic(p0), *end, u)
-        return HMCState(phi, action, force), {"accept": accept, "accepted": accepted, "dH": dH,
-                                              "step_size": eps, "n_steps": n_steps}
+        return HMCState(phi, action, force, state.count + 1), {
+            "accept": accept, "accepted": accepted, "dH": dH, "step_size": eps, "n_steps": n_steps}
 
     # -- the kinetic term (unit mass here; chains/fourier.py puts a mass in momentum space)
     def momenta(self, like: Tensor, generator) -> Tensor:
@@ -263,7 +294,8 @@ class HMCKernel:
 
     def transform(self, state: HMCState, fn) -> HMCState:
         phi = fn(state.phi)
-        return HMCState(phi, self.theory.action(phi).to(torch.float64), self.theory.force(phi))
+        return HMCState(phi, self.theory.action(phi).to(torch.float64), self.theory.force(phi),
+                        state.count)
 
     def move(self, state: HMCState, index: int, flip: Tensor) -> HMCState:
         """Symmetry `index` on the chains in `flip`. The action is invariant; when the map is
@@ -274,7 +306,7 @@ class HMCKernel:
         if not self.cheap_moves[index]:
             return self.transform(state, where_flipped(flip, sym))
         flip_chains = flipped if self.fused is None else self.fused.flipped
-        return HMCState(*flip_chains(sym, flip, state.phi, state.force, state.action))
+        return HMCState(*flip_chains(sym, flip, state.phi, state.force, state.action), state.count)
 
     def record(self, state: HMCState, info: dict, params: dict) -> dict:
         return {k: info[k] for k in ("accept", "accepted", "dH", "step_size", "n_steps")}
@@ -291,9 +323,12 @@ class HMCKernel:
                              "error": float(e.std(ddof=1) / math.sqrt(e.size)) if e.size > 1 else 0.0},
             "step_size": float(params["step"]),
             "n_steps": n_steps_for(self.trajectory_length, params["step"]),
+            **({"mean_n_steps": float(np.mean(stats["n_steps"]))}
+               if self.jitter and "n_steps" in stats else {}),
         }
 
     def final_settings(self, params: dict) -> dict:
+        """The step size and the steps of a trajectory of the mean length."""
         return {"step_size": params["step"],
                 "n_steps": n_steps_for(self.trajectory_length, params["step"])}
 
@@ -303,10 +338,12 @@ class HMCKernel:
         return {"seconds": seconds, "seconds_per_trajectory": seconds / n_traj, **compiled}
 
     def state_dict(self, state: HMCState) -> dict:
-        return {"phi": state.phi, "action": state.action, "force": state.force}
+        return {"phi": state.phi, "action": state.action, "force": state.force,
+                "count": torch.tensor(state.count)}
 
     def load_state(self, d: dict, device) -> HMCState:
-        return HMCState(*(d[k].to(device) for k in ("phi", "action", "force")))
+        return HMCState(*(d[k].to(device) for k in ("phi", "action", "force")),
+                        int(d["count"]) if "count" in d else 0)
 
 
 # ------------------------------------------------------------------------------ the sampler
@@ -314,7 +351,8 @@ class HMCKernel:
 def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0,
             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
             integrator: str = "leapfrog", step_size: float | None = None,
-            trajectory_length: float = 1.0, target_accept: float = 0.8, every: int = 1,
+            trajectory_length: float = 1.0, trajectory_jitter: float = JITTER,
+            target_accept: float = 0.8, every: int = 1,
             symmetrize: bool = True, progress: bool = True, checkpoint=None,
             checkpoint_every: int = 100, resume: bool = False, output: Output | None = None,
             save_every: int = 1, store_configs: bool = True, fourier_acceleration: bool = False,
@@ -323,7 +361,9 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
 
     The step size is tuned by dual averaging during warm-up towards `target_accept` (the mean of
     min(1, e^-dH) over chains) and then frozen; a given `step_size` is used as is (no tuning).
-    Each trajectory has n_steps = round(trajectory_length / step_size) steps. Every `every`-th
+    Each trajectory has n_steps = round(length / step_size) steps, its length drawn uniformly in
+    trajectory_length * [1 - trajectory_jitter, 1 + trajectory_jitter] (0: fixed; the draw
+    depends on the seed and the trajectory's index only, see trajectory_steps). Every `every`-th
     production trajectory is kept. With `checkpoint=path` the run state is saved atomically every
     `checkpoint_every` kept configurations; `resume=True` continues from that file (if it exists)
     and gives bitwise the same ensemble as an uninterrupted run. `output` streams the ensemble to
@@ -338,9 +378,11 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
             raise SamplerError("Fourier acceleration integrates with leapfrog; drop --integrator")
         if compile:
             raise SamplerError("--compile does not apply to Fourier-accelerated HMC yet; drop one of them")
-        kernel = FourierHMCKernel(theory, fourier_mass(theory, mass2), trajectory_length, symmetries)
+        kernel = FourierHMCKernel(theory, fourier_mass(theory, mass2), trajectory_length, symmetries,
+                                  jitter=trajectory_jitter, seed=seed)
     else:
-        kernel = HMCKernel(theory, integrator, trajectory_length, symmetries, compile=compile)
+        kernel = HMCKernel(theory, integrator, trajectory_length, symmetries, compile=compile,
+                           jitter=trajectory_jitter, seed=seed)
     if step_size is None and warmup <= 0:
         raise SamplerError("HMC tunes its step size during warm-up: give --warmup > 0 or a step size")
     tuned = step_size is None
@@ -350,6 +392,7 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
                 store_configs=store_configs, block=checkpoint_every, seed=seed, device=device)
     settings = {
         "sampler": "hmc", "integrator": integrator, "trajectory_length": float(trajectory_length),
+        "trajectory_jitter": float(trajectory_jitter),
         "target_accept": float(target_accept),
         "step_size_given": None if step_size is None else float(step_size),
         "dtype": str(dtype).replace("torch.", ""), "device_type": plan.device.type,
