@@ -117,6 +117,22 @@ def test_plaquette_is_the_theory_s():
                           atol=1e-6)
 
 
+def test_plaquettes_of_every_plane_are_gauge_invariant_and_sum_to_zero():
+    """lattice_gauge.plaquettes (the gauge flow's P in 2-d, the torus diffusion's in any d): under
+    A_mu(x) -> A_mu(x) + a(x) - a(x + mu) every plane's P is unchanged, and the unwrapped P of a
+    plane sums to zero over the periodic lattice (each link enters once with each sign)."""
+    from theoryc.runtime.models.lattice_gauge import plaquette_pairs, plaquettes
+    links, alpha = uniform_angles(2, 3, 4, 3, 5), uniform_angles(2, 4, 3, 5)
+    moved = torch.stack([links[:, mu] + alpha - torch.roll(alpha, -1, mu + 1) for mu in range(3)], 1)
+    p = plaquettes(links)
+    assert p.shape == (2, 3, 4, 3, 5) and plaquette_pairs(3) == [(0, 1), (0, 2), (1, 2)]
+    assert torch.allclose(plaquettes(moved), p, atol=1e-12)
+    assert p.sum((2, 3, 4)).abs().max() < 1e-12
+    a0, a1 = links[:, 0, :, :, 0], links[:, 1, :, :, 0]       # 2-d: P(x) of the module docstring
+    assert torch.equal(plaquette(links[:, :2, :, :, 0]),
+                       a0 + torch.roll(a1, -1, 1) - torch.roll(a0, -1, 2) - a1)
+
+
 def test_gauge_flow_density_is_gauge_invariant():
     flow = randomised(build_gauge_flow((2, 8, 8), n_layers=16, hidden=5, depth=1,
                                        dtype=torch.float64))

@@ -36,14 +36,14 @@ from theoryc.runtime.models.circular import (TorusFlow, _resize_last, circle_map
                                              circle_map_inverse, circle_params, identity_bias,
                                              wrap)
 from theoryc.runtime.models.flow import _conv_net
+from theoryc.runtime.models.lattice_gauge import plaquettes
 
 Tensor = torch.Tensor
 
 
 def plaquette(links: Tensor) -> Tensor:
-    """P(x) for links (batch, 2, L0, L1) -> (batch, L0, L1)."""
-    a0, a1 = links[:, 0], links[:, 1]
-    return a0 + torch.roll(a1, -1, dims=1) - torch.roll(a0, -1, dims=2) - a1
+    """P(x) for links (batch, 2, L0, L1) -> (batch, L0, L1): the one plane of lattice_gauge's."""
+    return plaquettes(links)[:, 0]
 
 
 def gauge_transform(links: Tensor, alpha: Tensor) -> Tensor:
