@@ -198,3 +198,41 @@ def test_independent_metropolis_over_a_flow_resumes_bitwise(tmp_path, monkeypatc
     for name, v in full.stats.items():
         assert np.array_equal(resumed.stats[name], v), name
     assert full.summary == resumed.summary and full.summary["n_proposals"] == 1000
+
+
+def test_sample_resume_reads_the_checkpoint_once_and_a_finished_file_once(tmp_path, monkeypatch):
+    """theoryc.sample --resume checks the checkpoint's theory and hands the checkpoint it read to
+    the driver (one read, not two); a finished output is read back once to check it and to
+    return it. The resumed run is bitwise the uninterrupted one."""
+    from theoryc.runtime.chains import langevin
+    from theoryc.runtime.io import checkpoint as ck
+    theory = fakes.phi4_lattice((4, 4), kappa=0.2)
+    kw = dict(n=60, chains=2, warmup=10, seed=5, progress=False, checkpoint_every=20,
+              scheme="em")
+    full = theoryc.sample(theory, "langevin", **kw)
+    out = tmp_path / "r.h5"
+    real_step, calls = langevin.EulerMaruyama.step, {"n": 0}
+
+    class Stop(Exception):
+        pass
+
+    def step(*args):
+        calls["n"] += 1
+        if calls["n"] > 45:                 # killed after the checkpoint at 20 kept configurations
+            raise Stop
+        return real_step(*args)
+    monkeypatch.setattr(langevin.EulerMaruyama, "step", step)
+    with pytest.raises(Stop):
+        theoryc.sample(theory, "langevin", output=out, **kw)
+    monkeypatch.setattr(langevin.EulerMaruyama, "step", real_step)
+    reads, real_load = [], ck.load_checkpoint
+    monkeypatch.setattr(ck, "load_checkpoint", lambda path: reads.append(path) or real_load(path))
+    theoryc.sample(theory, "langevin", output=out, resume=True, **kw)
+    assert [str(p) for p in reads] == [str(tmp_path / "r.h5.ckpt")]
+    ens = read_ensemble(out)
+    assert np.array_equal(ens.configs, full.configs.numpy())
+    opened, real_open = [], theoryc.api.open_ensemble
+    monkeypatch.setattr(theoryc.api, "open_ensemble",
+                        lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    again = theoryc.sample(theory, "langevin", output=out, resume=True, **kw)
+    assert again.already_complete and [str(p) for p in opened] == [str(out)] and again.summary == ens.summary

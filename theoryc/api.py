@@ -230,9 +230,10 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
     check_memory(th, chains, options.get("dtype"))
     if resume:
-        resume = check_resume(output, checkpoint, th)
-        if resume == "complete":
-            return finished_run(output, th)
+        how, found = check_resume(output, checkpoint, th)
+        if how == "complete":
+            return finished_run(found, output, th)
+        resume = found if how == "resume" else False      # the checkpoint, read once
     run = run_sampler(target, n=n, chains=chains, output=out, checkpoint=checkpoint,
                       resume=resume, save_every=save_every, store_configs=configs, **options)
     if run is None:                 # a torchrun rank other than 0: rank 0 wrote the file
@@ -256,23 +257,25 @@ def note(message: str) -> None:
     print(printable(f"Note: {message}", newlines=True), file=sys.stderr)
 
 
-def check_resume(output, checkpoint, th) -> bool | str:
-    """--resume: refuse a checkpoint (or a finished output) of another theory or parameters;
-    "complete" when the output is finished and there is nothing to resume (said, not rerun);
-    say so and start afresh when there is neither. Else True: resume the checkpoint."""
+def check_resume(output, checkpoint, th) -> tuple[str, object]:
+    """--resume: refuse a checkpoint (or a finished output) of another theory or parameters.
+    ("complete", the ensemble read back) when the output is finished and there is nothing to
+    resume (said, not rerun); ("fresh", None), said, when there is neither; else ("resume", the
+    checkpoint read), which the driver takes as it is instead of reading it again."""
     import json
     from .runtime.errors import SamplerError
     from .runtime.io.checkpoint import load_checkpoint
     from .runtime.io.provenance import ensemble_fingerprint, fingerprint, from_text, refuse_mismatch
     if checkpoint is None or not Path(checkpoint).exists():
         if output and Path(output).exists():
-            refuse_mismatch(output, "was sampled for", ensemble_fingerprint(open_ensemble(output)),
-                            fingerprint(th), "to sample this theory, drop --resume and add --force")
+            ens = open_ensemble(output)
+            refuse_mismatch(output, "was sampled for", ensemble_fingerprint(ens), fingerprint(th),
+                            "to sample this theory, drop --resume and add --force")
             note(f"{output} is already complete: nothing to resume (to sample it again, drop "
                  "--resume and add --force)")
-            return "complete"
+            return "complete", ens
         note(f"no checkpoint {checkpoint} to resume: starting from the beginning")
-        return False
+        return "fresh", None
     snap = load_checkpoint(checkpoint)
     try:
         saved = from_text(json.loads(snap.get("attrs", "{}")).get("provenance"))
@@ -281,13 +284,13 @@ def check_resume(output, checkpoint, th) -> bool | str:
                            "remove it to start again") from None
     refuse_mismatch(checkpoint, "was made for", saved, fingerprint(th),
                     "remove it to start again, or resume with the run's own --set values")
-    return True
+    return "resume", snap
 
 
-def finished_run(output, th):
-    """The run of a finished ensemble file, as `sample` returns it (configurations on file)."""
+def finished_run(ens, output, th):
+    """The run of a finished ensemble file (`ens`, read back from `output`), as `sample`
+    returns it (configurations on file)."""
     from .runtime.io.ensemble import SamplerRun
-    ens = open_ensemble(output)
     run = SamplerRun(configs=None, stats=ens.stats, summary=ens.summary, settings=ens.settings,
                      kind=ens.kind, observables=ens.observables or None,
                      timing=ens.attrs.get("timing", {}), path=Path(output))

@@ -105,11 +105,13 @@ class Output:
 
 def run_chains(kernel, start: Callable, plan: Plan, adaptation, settings: dict, *,
                output: Output | None = None, symmetries=(), health: ChainHealth | None = None,
-               checkpoint=None, resume: bool = False, progress: bool = True,
+               checkpoint=None, resume: bool | dict = False, progress: bool = True,
                label: str = "") -> SamplerRun:
     """Run `kernel` on `plan.chains` chains started at `start(generator)`.
 
     `settings` (JSON-able) describe the run; a checkpoint made with other settings is refused.
+    resume: True continues from `checkpoint` (if it exists), or the checkpoint already read from
+    it (a dict), so that it is read once.
     """
     output = output or Output()
     run = _Run(kernel, plan, adaptation, settings, output, list(symmetries), health, checkpoint)
@@ -157,15 +159,17 @@ class _Run:
         return ChainSplit(p.chains, (0, p.chains), ((0, 1),))
 
     # -- start or resume
-    def begin(self, start: Callable, resume: bool) -> None:
+    def begin(self, start: Callable, resume: bool | dict) -> None:
         if not self.streams:
             self.generator.manual_seed(self.plan.seed)
         self.state = self.kernel.init(start(self.generator), self.generator)
         self.astate = self.adaptation.init()
         self.final = self.adaptation.final(self.astate) if self.plan.warmup == 0 else None
         if resume and self.checkpoint is not None:
-            # every rank reads the checkpoint rank 0 wrote (on a file system they share)
-            snap = load_run_checkpoint(self.checkpoint, self.settings["sampler"], self.settings)
+            # every rank reads the checkpoint rank 0 wrote (on a file system they share), or
+            # takes it as its caller read it (`resume` a dict: theoryc.sample's check)
+            snap = load_run_checkpoint(self.checkpoint, self.settings["sampler"], self.settings,
+                                       resume if isinstance(resume, dict) else None)
             usable = snap is not None and (snap["written"] == 0 or self.sink.reopen())
             if collectives.from_main(usable):
                 self.restore(snap)

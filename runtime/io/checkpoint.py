@@ -42,13 +42,15 @@ RUN_KEYS = {"sampler": str, "settings": dict, "t": int, "written": int, "state":
             "adaptation": dict, "seconds": float}
 
 
-def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict) -> dict | None:
+def load_run_checkpoint(path: str | os.PathLike, sampler: str, settings: dict,
+                        snap: dict | None = None) -> dict | None:
     """The checkpoint of an interrupted run to resume, or None when there is none. A checkpoint
     made by another sampler or with other settings is refused: resuming it would silently mix
-    two different runs."""
-    if not os.path.exists(path):
-        return None
-    snap = load_checkpoint(path)
+    two different runs. snap: the checkpoint at `path` already read (checked, not read again)."""
+    if snap is None:
+        if not os.path.exists(path):
+            return None
+        snap = load_checkpoint(path)
     require(path, snap, RUN_KEYS, "sampler checkpoint")
     refuse_other_settings(path, {"sampler": snap.get("sampler"), "settings": snap.get("settings")},
                           {"sampler": sampler, "settings": settings})
