@@ -473,5 +473,5 @@ def test_training_resume_with_other_parameters_is_refused(made):
                    sig=signal.SIGTERM)
     assert done.rc == 143 and "--resume" in done.err, done.text
     theoryc(made, *train, "--set", "kappa=0.3", "--resume", "-o", "tr.pt").one_line_error(
-        "tr.pt.ckpt", "kappa=0.3")
+        "tr.pt.ckpt", "kappa=0.21 there, 0.3 here")
     theoryc(made, "measure", "tr.pt.ckpt").one_line_error("training checkpoint")

@@ -502,8 +502,7 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
         if output and Path(output).exists():
             return finished_model(output, th, model)
         note(f"no checkpoint {checkpoint} to resume: training from the beginning")
-    elif resume:
-        check_training_theory(checkpoint, th)
+    # a checkpoint of another theory or other settings is refused by the trainer, which reads it
     trained = fit(th, **args, checkpoint=checkpoint, resume=resume, **options)
     written = bool(output) and is_main()     # torchrun: rank 0 writes the model file
     if written:
@@ -576,29 +575,6 @@ def condition_values(model, values, n: int) -> list:
                                f"{int(np.prod(one))} numbers {one} per sample, for 1 or {n} samples")
         out.append(torch.as_tensor(array.reshape(rows, *one)))
     return out
-
-
-def check_training_theory(checkpoint, th) -> None:
-    """A training checkpoint records its theory's digest (name, source, parameters, shape): one
-    of another theory or parameters is refused in words, before the settings are compared."""
-    import json
-    from .runtime.errors import SamplerError
-    from .runtime.io.checkpoint import load_checkpoint
-    from .runtime.models.trainer import theory_digest
-    ck = load_checkpoint(checkpoint)
-    try:
-        digest = json.loads(ck.get("settings", "{}")).get("theory")
-    except (ValueError, AttributeError, TypeError):
-        return                       # the trainer's own checks name what is wrong
-    if digest and digest != theory_digest(th):
-        raise SamplerError(f"{checkpoint} was made for another theory, lattice or parameter "
-                           f"values than {th.name} with {format_params(th.params)} (resume with "
-                           "the training's own --set values, or remove it to start again)")
-
-
-def format_params(params) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items()) or "no parameters"
 
 
 def finished_model(output, th, kind: str) -> Trained:

@@ -140,9 +140,13 @@ def from_recorded(name, source, params, shape) -> dict:
 
 
 def model_fingerprint(meta: dict) -> dict:
-    """The fingerprint of the theory a loaded model was trained for (its `.meta`)."""
-    return from_recorded(meta.get("theory_name"), meta.get("theory_source"), meta.get("params"),
-                         meta.get("shape"))
+    """The fingerprint of the theory a model was trained for, from its `.meta` (or what a model
+    file records): the one recorded, or for a file written before it was, one rebuilt from the
+    name, source, parameters and shape it holds."""
+    recorded = from_text(meta.get("provenance"))
+    rebuilt = from_recorded(meta.get("theory_name"), meta.get("theory_source"), meta.get("params"),
+                            meta.get("shape"))
+    return {**rebuilt, **(recorded or {})}
 
 
 def ensemble_fingerprint(ens) -> dict:

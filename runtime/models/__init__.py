@@ -13,23 +13,16 @@ FLOW_KINDS = ("flow", "van")
 def save_model(model, path, theory=None) -> None:
     """Write a trained flow, VAN or diffusion model (atomically). theory: the theory it was
     trained for; by default the one recorded at training time (`model.meta`)."""
-    from theoryc.runtime.io.modelfile import json_params, theory_fingerprint, write_model_file
+    from theoryc.runtime.io.modelfile import theory_record, write_model_file
     if getattr(model, "on_torus", False):
         from theoryc.runtime.models.torus_diffusion import torus_diffusion_state as state_of
     elif model.kind == "diffusion":
         from theoryc.runtime.models.diffusion import diffusion_state as state_of
     else:
         from theoryc.runtime.models.variational import flow_state as state_of
-    if theory is not None:
-        fingerprint = theory_fingerprint(theory)
-    else:
-        meta = getattr(model, "meta", {}) or {}
-        fingerprint = {"theory_name": str(meta.get("theory_name", "")),
-                       "theory_source": str(meta.get("theory_source", "")),
-                       "params": json_params(meta.get("params", {})),
-                       "shape": list(meta.get("shape", ()))}
+    record = theory_record(theory) if theory is not None else (getattr(model, "meta", {}) or {})
     contents = state_of(model)
-    write_model_file(path, kind=contents["kind"], theory=fingerprint, settings=contents["settings"],
+    write_model_file(path, kind=contents["kind"], theory=record, settings=contents["settings"],
                      state_dict=contents["state_dict"], history=getattr(model, "history", {}),
                      extra=contents["extra"])
 

@@ -27,8 +27,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from theoryc.runtime.io.ensemble import SamplerRun
-from theoryc.runtime.io.modelfile import theory_fingerprint
-from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, theory_digest, train
+from theoryc.runtime.io.modelfile import theory_record
+from theoryc.runtime.io.provenance import fingerprint
+from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, train
 from theoryc.runtime.models.networks import build_network
 from theoryc.runtime.models.sde import SOLVERS, integrate_reverse, prior_sample, shared_time
 from theoryc.runtime.theory import Schedule
@@ -291,19 +292,18 @@ def score_task_settings(kind: str, model, theory_like, data: Tensor, dtype, devi
     """What a score-model training's checkpoint must match to be resumed: the model's
     architecture, the theory, the data, dtype, device and the task's options."""
     return {"kind": kind, "architecture": dict(model.settings),
-            "theory": theory_digest(theory_like), "data": data_fingerprint(data), **extra,
+            "theory": fingerprint(theory_like), "data": data_fingerprint(data), **extra,
             "dtype": str(dtype).split(".")[-1], "device": device.type, **options}
 
 
 def fit_score_model(model, task, loop: TrainSettings, options: dict, theory_like, **run):
     """Train `task` (the model's network) by the one trainer and record on the model what its
     file keeps: the loop's and task's settings, the raw (non-EMA) weights, the loss history and
-    the theory's fingerprint and parameters. run: train()'s keywords (device, checkpoint, ...)."""
+    the theory it learns (`theory_record`). run: train()'s keywords (device, checkpoint, ...)."""
     result = train(task, loop, **run)
     model.settings["training"] = {**dataclasses.asdict(loop), **options}
     model.raw_state, model.history = result.raw_state, result.history
-    model.meta = dict(theory_fingerprint(theory_like),
-                      params=dict(getattr(theory_like, "params", {})),
+    model.meta = dict(theory_record(theory_like),
                       training=model.settings["training"], history=result.history)
     return model
 

@@ -89,12 +89,6 @@ def data_fingerprint(data: torch.Tensor | None) -> str | None:
     return h.hexdigest()
 
 
-def theory_digest(theory) -> str:
-    """sha256 of the theory's name, source, parameters and shape."""
-    from theoryc.runtime.io.modelfile import theory_fingerprint
-    return hashlib.sha256(json.dumps(theory_fingerprint(theory), sort_keys=True).encode()).hexdigest()
-
-
 def _all_settings(task, s: TrainSettings) -> dict:
     # round-trip through JSON so that a loaded checkpoint compares equal (tuples become lists)
     return json.loads(json.dumps({"training": dataclasses.asdict(s), **task.settings}))
@@ -227,11 +221,26 @@ def _save(path, settings, net, ema, opt, gen, state):
                            "state": {k: v for k, v in state.items()}})
 
 
+def _refuse_other_theory(path, saved, current) -> None:
+    """A task's settings["theory"] is its theory's fingerprint (runtime/io/provenance.py): one of
+    another theory, lattice or parameters is refused in those words, before the other settings."""
+    from theoryc.runtime.io.provenance import refuse_mismatch
+    if not isinstance(current, dict):
+        return                       # a task without a theory
+    if not isinstance(saved, dict):  # a digest: an older theoryc's checkpoint
+        raise SamplerError(f"{path} was made by an older theoryc, which recorded its theory in "
+                           "another form; remove it to start again")
+    refuse_mismatch(path, "was made for", saved, current,
+                    "resume with the training's own --set values, or remove it to start again")
+
+
 def _restore(path, settings, net, ema, opt, gen) -> dict:
     ck = load_checkpoint(path)
     if ck.get("kind") != CHECKPOINT_KIND:
         raise SamplerError(f"{path} is not a training checkpoint (it holds {ck.get('kind')!r})")
-    refuse_other_settings(path, json.loads(ck["settings"]), settings)
+    saved = json.loads(ck["settings"])
+    _refuse_other_theory(path, saved.get("theory"), settings.get("theory"))
+    refuse_other_settings(path, saved, settings)
     net.load_state_dict(ck["net"])
     if ema is not None:
         ema.load_state_dict(ck["ema"])

@@ -19,10 +19,11 @@ import dataclasses
 
 import torch
 
-from theoryc.runtime.io.modelfile import theory_fingerprint
+from theoryc.runtime.io.modelfile import theory_record
+from theoryc.runtime.io.provenance import fingerprint
 from theoryc.runtime.models.circular import ANGLE_ARCHS, angle_model, angle_model_from_settings
 from theoryc.runtime.models.flow import build_flow, flow_from_settings
-from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, theory_digest, train
+from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, train
 from theoryc.runtime.models.van import VAN, is_spin_flip, van_from_settings
 from theoryc.runtime.stats.reweighting import expected_imh_acceptance, kish_ess
 
@@ -163,7 +164,7 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
         data = data.reshape(-1, *theory.shape).to(device=device, dtype=torch_dtype)
     loop = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip,
                          max_bad_steps=max_bad_steps, log_every=log_every)
-    settings = {"kind": model.kind, "architecture": model.settings, "theory": theory_digest(theory),
+    settings = {"kind": model.kind, "architecture": model.settings, "theory": fingerprint(theory),
                 "data": data_fingerprint(data), "anneal": anneal,
                 "data_weight": data_weight if data is not None else 0.0,
                 "reverse_weight": reverse_weight, "dtype": str(torch_dtype).split(".")[-1],
@@ -174,7 +175,7 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
                    checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
                    progress=progress, desc=f"train {model.kind}")
     model.history = result.history
-    model.meta = dict(theory_fingerprint(theory), params=dict(getattr(theory, "params", {})),
+    model.meta = dict(theory_record(theory),
                       training={**dataclasses.asdict(loop), **settings}, history=result.history)
     return model.eval()
 
