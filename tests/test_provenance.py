@@ -58,12 +58,18 @@ def test_an_older_model_file_without_a_fingerprint_is_still_checked(flow_file, t
     check_model_theory(load_model(tmp_path / "again.pt"), theory, path="again.pt", exact=False)
 
 
-def test_training_resume_of_another_lattice_is_refused_by_the_trainer(tmp_path):
-    """theoryc.train --resume: the trainer reads the checkpoint once and names the lattice."""
-    from theoryc.runtime.io import checkpoint as ck
+def stopped_training(tmp_path) -> tuple:
+    """(theory, checkpoint) of a flow training stopped half-way."""
     theory = fakes.phi4_lattice((4, 4), kappa=0.2, lam=0.5)
     path = str(tmp_path / "f.ckpt")
     train_flow(theory, steps=4, stop_after=2, checkpoint=path, **TINY)
+    return theory, path
+
+
+def test_training_resume_of_another_lattice_is_refused_by_the_trainer(tmp_path):
+    """theoryc.train --resume: the trainer reads the checkpoint once and names the lattice."""
+    from theoryc.runtime.io import checkpoint as ck
+    _, path = stopped_training(tmp_path)
     reads, real = [], ck.load_checkpoint
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ck, "load_checkpoint", lambda p: reads.append(p) or real(p))
@@ -79,12 +85,25 @@ def test_training_resume_of_another_lattice_is_refused_by_the_trainer(tmp_path):
 def test_a_training_checkpoint_with_an_older_theory_digest_is_refused_clearly(tmp_path):
     import json
     from theoryc.runtime.io.checkpoint import load_checkpoint, save_checkpoint
-    theory = fakes.phi4_lattice((4, 4), kappa=0.2, lam=0.5)
-    path = str(tmp_path / "f.ckpt")
-    train_flow(theory, steps=4, stop_after=2, checkpoint=path, **TINY)
+    theory, path = stopped_training(tmp_path)
     snap = load_checkpoint(path)
     settings = json.loads(snap["settings"])
     settings["theory"] = "0" * 64                    # what an older theoryc recorded: a digest
     save_checkpoint(path, {**snap, "settings": json.dumps(settings, sort_keys=True)})
     with pytest.raises(SamplerError, match="f.ckpt was made by an older theoryc.*remove it"):
         train_flow(theory, steps=4, checkpoint=path, resume=True, **TINY)
+
+
+def test_an_observed_ensemble_records_the_new_theorys_fingerprint(tmp_path):
+    """`observe` writes the new theory's name, source and parameters: its fingerprint too (it
+    kept the sampled theory's, so the file was checked as the old theory's while saying new)."""
+    from theoryc.api import training_data
+    from theoryc.runtime.io.ensemble import read_ensemble
+    from theoryc.runtime.io.provenance import ensemble_fingerprint
+    path, out = tmp_path / "e.h5", tmp_path / "observed.h5"
+    theoryc.sample(theoryc.load("phi4_2d", L=4), "langevin", n=4, chains=1, warmup=2,
+                   progress=False, output=path)
+    theoryc.observe(path, "phi4_2d", out, params={"kappa": 0.3})
+    new = theoryc.load("phi4_2d", L=4, kappa=0.3)
+    assert ensemble_fingerprint(read_ensemble(out, configs=False)) == fingerprint(new)
+    assert training_data(out, new).shape == (1, 4, 1, 4, 4)

@@ -199,6 +199,7 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     import torch
     from .runtime.chains.driver import Output
     from .runtime.errors import SamplerError
+    from .runtime.io.ensemble import theory_attrs
     from .runtime.parallel import world
     from .runtime.measure import measure_observables
     th = load(theory) if isinstance(theory, (str, Path)) else theory
@@ -224,8 +225,7 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     if unknown:
         raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
     name = sampler if model is None else f"{sampler} on the energy of a diffusion model"
-    attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
-             "sampler": name, "seed": options.get("seed", 0), **provenance_attrs(th)}
+    attrs = {**theory_attrs(th), "sampler": name, "seed": options.get("seed", 0)}
     out = Output(output, attrs, observe=lambda cfg: measure_observables(target, cfg))
     checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
     check_memory(th, chains, options.get("dtype"))
@@ -242,12 +242,6 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
     run.theory = th                 # what `measure(run)` takes the estimates of
     return run
-
-
-def provenance_attrs(th) -> dict:
-    """The fingerprint every file records of its theory (runtime/io/provenance.py)."""
-    from .runtime.io.provenance import as_text, fingerprint
-    return {"provenance": as_text(fingerprint(th))}
 
 
 def note(message: str) -> None:
@@ -398,7 +392,7 @@ def sample_model(th, sampler, model, n, output, options):
     sample_diffusion (runtime/models/diffusion.py) / sample_exact (runtime/models/likelihood.py)."""
     import inspect
     from .runtime.errors import SamplerError
-    from .runtime.io.ensemble import write_ensemble
+    from .runtime.io.ensemble import theory_attrs, write_ensemble
     from .runtime.measure import measure_observables
     exact = bool(options.pop("exact", False)) and sampler == "diffusion"
     conditions = options.pop("condition", None)
@@ -425,8 +419,7 @@ def sample_model(th, sampler, model, n, output, options):
     run = draw(th, model, n, **options) if sampler == "flow" or exact else draw(model, n, **options)
     run.observables = measure_observables(th, run.configs)
     if output:
-        attrs = {"theory_name": th.name, "theory_source": th.source, "params": th.params,
-                 "sampler": sampler, "seed": options.get("seed", 0), **provenance_attrs(th),
+        attrs = {**theory_attrs(th), "sampler": sampler, "seed": options.get("seed", 0),
                  "model_params_differ": model.meta.get("params_differ")}
         write_ensemble(output, run, run.observables, attrs)
         run.path = Path(output)

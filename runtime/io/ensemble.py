@@ -22,6 +22,7 @@ import torch
 from .atomic import publish
 from .validate import validate_ensemble
 from .attrs import decode_attr, decode_params, to_jsonable, write_attrs  # noqa: F401 (re-exported)
+from .provenance import as_text, fingerprint
 
 CHUNK_BYTES = 1 << 20     # about 1 MB per chunk: fast appends and fast reads of one chain
 
@@ -95,9 +96,10 @@ class Ensemble:
 
 
 def theory_attrs(theory) -> dict:
-    """The file attributes that say which theory an ensemble samples."""
+    """The file attributes that say which theory an ensemble samples: its name, source text and
+    parameters, and its fingerprint (io/provenance.py), which files are checked by."""
     return {"theory_name": theory.name, "theory_source": getattr(theory, "source", "") or "",
-            "params": dict(theory.params)}
+            "params": dict(theory.params), "provenance": as_text(fingerprint(theory))}
 
 
 def read_ensemble(path, configs: bool = True, observables: bool = True) -> Ensemble:
