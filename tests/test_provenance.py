@@ -107,3 +107,18 @@ def test_an_observed_ensemble_records_the_new_theorys_fingerprint(tmp_path):
     new = theoryc.load("phi4_2d", L=4, kappa=0.3)
     assert ensemble_fingerprint(read_ensemble(out, configs=False)) == fingerprint(new)
     assert training_data(out, new).shape == (1, 4, 1, 4, 4)
+
+
+def test_resume_of_a_finished_training_checks_its_model_file(tmp_path, capsys):
+    """train --resume with the model file written and no checkpoint: the file is returned, not
+    retrained, once it is checked against the theory."""
+    theory = fakes.phi4_lattice((4, 4), kappa=0.2, lam=0.5)
+    out = tmp_path / "done.pt"
+    first = theoryc.train(theory, "flow", output=out, steps=2, **TINY)
+    again = theoryc.train(theory, "flow", output=out, resume=True, steps=2, **TINY)
+    assert again.path == out and again.history == first.history
+    assert "already complete" in capsys.readouterr().err
+    with pytest.raises(SamplerError, match="done.pt was trained for lattice 4 x 4; this theory "
+                                           "is 6 x 6"):
+        theoryc.train(fakes.phi4_lattice((6, 6), kappa=0.2, lam=0.5), "flow", output=out,
+                      resume=True, steps=2, **TINY)

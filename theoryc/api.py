@@ -573,10 +573,8 @@ def condition_values(model, values, n: int) -> list:
 def finished_model(output, th, kind: str) -> Trained:
     """--resume of a training that has finished: its model file (checked against the theory),
     said and not retrained."""
-    from .runtime.models import FLOW_KINDS, load_model
-    trained = load_model(output, kinds=FLOW_KINDS if kind == "flow" else ("diffusion",),
-                         schedules=th.schedules)
-    check_model_theory(trained, th, path=output, exact=False)
+    from .runtime.models import FLOW_KINDS
+    trained = trained_model(output, th, FLOW_KINDS if kind == "flow" else ("diffusion",), None)
     note(f"{output} is already complete: nothing to resume (to train it again, drop --resume "
          "and add --force)")
     return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
