@@ -195,8 +195,6 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     options: those of run_hmc / run_langevin / run_metropolis (runtime/chains/), e.g. warmup,
     seed, device, dtype ("float32"), step, every, scheme, integrator, progress.
     """
-    import inspect
-    import torch
     from .runtime.chains.driver import Output
     from .runtime.errors import SamplerError
     from .runtime.io.ensemble import theory_attrs
@@ -215,15 +213,12 @@ def sample(theory, sampler: str = "hmc", *, n: int = 1000, chains: int = 4, outp
     target = th if model is None else energy_target(model, th, options.get("device", "cpu"))
     if sampler == "hmc" and "step" in options:
         options["step_size"] = options.pop("step")
-    if isinstance(options.get("dtype"), str):
-        options["dtype"] = getattr(torch, options["dtype"])
-    accepted = set(inspect.signature(run_sampler).parameters)
+    dtype_option(options)
+    takers = [run_sampler]
     if th.is_complex and sampler == "langevin":
         from .runtime.chains.complex_langevin import run_complex_langevin
-        accepted |= set(inspect.signature(run_complex_langevin).parameters)
-    unknown = set(options) - accepted
-    if unknown:
-        raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
+        takers.append(run_complex_langevin)
+    refuse_unknown_options(options, takers, f"sampler {sampler}")
     name = sampler if model is None else f"{sampler} on the energy of a diffusion model"
     attrs = {**theory_attrs(th), "sampler": name, "seed": options.get("seed", 0)}
     out = Output(output, attrs, observe=lambda cfg: measure_observables(target, cfg))
@@ -390,7 +385,6 @@ def sample_model(th, sampler, model, n, output, options):
     probability-flow ODE's samples with log-weights -S - log q, or an independent-Metropolis
     chain over them). options: those of sample_flow (runtime/models/sampling.py) /
     sample_diffusion (runtime/models/diffusion.py) / sample_exact (runtime/models/likelihood.py)."""
-    import inspect
     from .runtime.errors import SamplerError
     from .runtime.io.ensemble import theory_attrs, write_ensemble
     from .runtime.measure import measure_observables
@@ -405,9 +399,7 @@ def sample_model(th, sampler, model, n, output, options):
     else:
         from .runtime.models.diffusion import sample_diffusion as draw
         kinds = ("diffusion",)
-    unknown = set(options) - set(inspect.signature(draw).parameters)
-    if unknown:
-        raise SamplerError(f"sampler {sampler} has no option {', '.join(sorted(unknown))}")
+    refuse_unknown_options(options, [draw], f"sampler {sampler}")
     model = trained_model(model, th, kinds, options.get("device", "cpu"),
                           exact=sampler == "flow" or exact)
     draw = conditioned(draw, model, conditions, n, exact)
@@ -452,11 +444,9 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
     default "realnvp"); diffusion also schedule (a name of the theory's; default its first),
     flavour, t_power.
     """
-    import inspect
     from .runtime.errors import SamplerError
     from .runtime.models import save_model
     from .runtime.parallel import is_main
-    import torch
     th = load(theory) if isinstance(theory, (str, Path)) else theory
     if model not in ("flow", "diffusion"):
         raise SamplerError(f"unknown model {model!r}; choose 'flow' or 'diffusion'")
@@ -485,11 +475,8 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
             raise SamplerError("a diffusion model learns from data: pass an ensemble "
                                "(--data ENSEMBLE.h5; see 'theoryc sample')")
         args = {"data": configs, "schedule": pick_schedule(th, options.pop("schedule", None))}
-    unknown = set(options) - set(inspect.signature(fit).parameters) - {"theory_like"}
-    if unknown:
-        raise SamplerError(f"{model} training has no option {', '.join(sorted(unknown))}")
-    if isinstance(options.get("dtype"), str):
-        options["dtype"] = getattr(torch, options["dtype"])
+    refuse_unknown_options(options, [fit], f"{model} training", ignore=("theory_like",))
+    dtype_option(options)
     checkpoint = options.pop("checkpoint", f"{output}.ckpt" if output else None)
     if resume and (checkpoint is None or not Path(checkpoint).exists()):
         if output and Path(output).exists():
@@ -503,6 +490,24 @@ def train(theory, model: str = "flow", *, data=None, output=None, resume: bool =
         Path(checkpoint).unlink(missing_ok=True)     # finished: nothing left to resume
     return Trained(trained, trained.kind, trained.history, trained.meta.get("training", {}),
                    Path(output) if written else None)
+
+
+def refuse_unknown_options(options: dict, takers, what: str, ignore=()) -> None:
+    """One line naming the options that none of the functions `takers` has a parameter for
+    (`what`: 'sampler hmc', 'flow training')."""
+    import inspect
+    from .runtime.errors import SamplerError
+    accepted = set().union(*(inspect.signature(f).parameters for f in takers)) - set(ignore)
+    unknown = set(options) - accepted
+    if unknown:
+        raise SamplerError(f"{what} has no option {', '.join(sorted(unknown))}")
+
+
+def dtype_option(options: dict) -> None:
+    """A dtype given by name ('float32') becomes the torch dtype, in place."""
+    import torch
+    if isinstance(options.get("dtype"), str):
+        options["dtype"] = getattr(torch, options["dtype"])
 
 
 def refuse_data_only(th) -> str:
