@@ -10,6 +10,7 @@ faster. On CUDA the functions run as CUDA graphs (mode "reduce-overhead"): one l
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -33,8 +34,15 @@ def fused_step(theory, name: str):
 
 def scalar(value: float, like: Tensor) -> Tensor:
     """A step size as a 0-d tensor of the fields' dtype and device: a new value is new data for
-    the compiled function, not a recompilation, and it rounds as the eager `alpha=value` does."""
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
+    the compiled function, not a recompilation, and it rounds as the eager `alpha=value` does.
+    Made once per value (a step size is frozen after warm-up): on a GPU a new one is a host-to-
+    device copy every step. The compiled steps never write to their step-size arguments."""
+    return _scalar(float(value), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 class Compiled:
