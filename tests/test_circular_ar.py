@@ -24,19 +24,21 @@ def test_von_mises_draws_have_the_exact_mean_resultant(kappa):
     assert abs(float(c.mean()) - i1(kappa) / i0(kappa)) < 4 * float(c.std()) / math.sqrt(n)
 
 
-def random_ar(shape):
+def random_ar(shape, depth=2, reference=False, natural=True):
     torch.manual_seed(0)
-    model = CircularAR(shape, hidden=3, depth=2, components=3).double()
+    model = CircularAR(shape, hidden=3, depth=depth, components=3, reference=reference,
+                       natural=natural).double()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.7)
     return model
 
 
-def test_density_is_normalised_and_sampled():
+@pytest.mark.parametrize("reference, natural", [(False, False), (False, True), (True, True)])
+def test_density_is_normalised_and_sampled(reference, natural):
     """Two angles: q integrates to 1 on a 400 x 400 grid (spectrally accurate for a smooth
     periodic density), and the draws' <cos(theta_0 - theta_1)> matches the grid's."""
-    model = random_ar((1, 2))
+    model = random_ar((1, 2), reference=reference, natural=natural)
     grid = torch.linspace(-math.pi, math.pi, 401, dtype=torch.float64)[:-1]
     a, b = torch.meshgrid(grid, grid, indexing="ij")
     pts = torch.stack([a.ravel(), b.ravel()], 1).view(-1, 1, 2)
@@ -52,22 +54,30 @@ def test_density_is_normalised_and_sampled():
     assert torch.allclose(log_q, model.log_prob(x))
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_incremental_sampler_draws_the_reference_angles(depth):
+@pytest.mark.parametrize("depth, reference", [(1, False), (2, False), (3, False), (2, True)])
+def test_incremental_sampler_draws_the_reference_angles(depth, reference):
     """The stepped MADE (van.MadeStepper) and the full pass per angle, from one seed, draw the
     same angles (float64: the conditionals differ only by rounding, ~1e-12 after the von Mises
     draw's acos, so every component pick and rejection step agrees; a different draw would differ
     by O(1)), and the sampler's log q is the full pass's log_prob of them."""
-    torch.manual_seed(0)
-    model = CircularAR((1, 3, 4), hidden=3, depth=depth, components=3).double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.7)
+    model = random_ar((2, 3, 2), depth, reference)
     fast, log_q = model.sample(300, torch.Generator().manual_seed(5))
     slow = sample_angles_reference(model, 300, torch.Generator().manual_seed(5))
-    assert fast.shape == (300, 1, 3, 4) and fast.std() > 1.0   # spread round the circle
+    assert fast.shape == (300, 2, 3, 2) and fast.std() > 1.0   # spread round the circle
     assert torch.allclose(fast, slow, atol=1e-9, rtol=0)
     assert torch.allclose(log_q, model.log_prob(slow), atol=1e-9, rtol=0)
+
+
+def test_reference_density_is_rotation_invariant():
+    """With a reference angle per field, turning each field by its own constant leaves log q
+    unchanged; without, it does not (the check can fail)."""
+    x = random_ar((2, 3, 2)).sample_angles(5, torch.Generator().manual_seed(2))
+    turned = torch.remainder(x + torch.tensor([1.0, -2.5]).double().view(1, 2, 1, 1) + math.pi,
+                             2 * math.pi) - math.pi
+    for reference in (True, False):
+        model = random_ar((2, 3, 2), reference=reference)
+        same = torch.allclose(model.log_prob(turned), model.log_prob(x), atol=1e-10)
+        assert same == reference
 
 
 def test_round_trip(tmp_path):

@@ -250,7 +250,8 @@ def angle_model(theory, *, n_layers=16, hidden=16, depth=2, kernel=3, components
     from theoryc.runtime.models.gauge_flow import build_gauge_flow, gauge_flow_fits
     if autoregressive:
         from theoryc.runtime.models.circular_ar import CircularAR
-        model = CircularAR(tuple(theory.shape), hidden=hidden, depth=depth, components=components)
+        model = CircularAR(tuple(theory.shape), hidden=hidden, depth=depth, components=components,
+                           reference=rotation_invariant(theory))
         return model.to(device=device, dtype=dtype or torch.get_default_dtype())
     arch = dict(n_layers=n_layers, hidden=hidden, depth=depth, kernel=kernel,
                 components=components, device=device, dtype=dtype)
