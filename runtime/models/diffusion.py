@@ -227,15 +227,24 @@ class DenoisingScoreMatching:
         self.settings = settings
 
     def loss(self, step, gen):
-        model, n = self.model, self.batch_size
-        idx = torch.randint(self.data.shape[0], (n,), generator=gen, device=self.data.device)
-        x0 = model.to_features(_augment(self.data[idx], self.symmetries, gen))
+        x0, t = self.draw(gen)
+        return self.batch_loss(x0, t, gen), None
+
+    def draw(self, gen) -> tuple[Tensor, Tensor]:
+        """A batch of configurations (each symmetry applied to a random half) and its times;
+        shared by the torus diffusion's task, which only changes `batch_loss`."""
+        model, n, device = self.model, self.batch_size, self.data.device
+        idx = torch.randint(self.data.shape[0], (n,), generator=gen, device=device)
+        x0 = _augment(self.data[idx], self.symmetries, gen)
         # stratified times: one per 1/batch_size slice of [eps, 1] -> lower-variance loss estimate
-        u = (torch.arange(n, device=x0.device, dtype=x0.dtype)
-             + torch.rand(n, generator=gen, device=x0.device, dtype=x0.dtype)) / n
-        t = model.t_eps + (1 - model.t_eps) * u**self.t_power
+        u = (torch.arange(n, device=device, dtype=model.dtype)
+             + torch.rand(n, generator=gen, device=device, dtype=model.dtype)) / n
+        return x0, model.t_eps + (1 - model.t_eps) * u**self.t_power
+
+    def batch_loss(self, x0: Tensor, t: Tensor, gen) -> Tensor:
+        x0 = self.model.to_features(x0)
         noise = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
-        return dsm_loss(model, self.net, x0, t, noise), None
+        return dsm_loss(self.model, self.net, x0, t, noise)
 
     def record(self, info) -> dict:
         return {}
@@ -328,14 +337,9 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
     0.5% with rho = 2). Complex models return complex configurations.
     Returns a SamplerRun (chains = 1, kind "independent") with configs on the cpu.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if device is not None:
         model = model.to(device)
-    device = model.device
     t_end = model.t_eps if t_end is None else t_end
-    batch_size = batch_size or min(n, 2048)     # bounded memory on lattices, fast on cpu in 0-d
-    gen = torch.Generator(device=device).manual_seed(seed)
     chan = (-1, *([1] * (len(model.feature_shape) - 1)))
     mean = model.data_mean.reshape(chan).expand(model.feature_shape)
     var = model.data_var.reshape(chan).expand(model.feature_shape)
@@ -344,12 +348,11 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
     bar = tqdm(total=n, disable=not progress, desc=f"sample {solver}")
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
-        x = prior_sample(model.schedule, m, mean, var, gen)
-        x = integrate_reverse(model.score, x, model.schedule, solver=solver, steps=steps,
-                              t_end=t_end, snr=snr, corrector_steps=corrector_steps,
+        x = integrate_reverse(model.score, draw_prior(m, gen), model.schedule, solver=solver,
+                              steps=steps, t_end=t_end, snr=snr, corrector_steps=corrector_steps,
                               ode_method=ode_method, rho=rho, generator=gen,
                               progress=progress and batch_size >= n)
-        out.append(model.from_features(x).cpu())
+        out.append(finish(x).cpu())
         bar.update(m)
     bar.close()
     elapsed = time.perf_counter() - t0
@@ -358,7 +361,7 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
     n_bad = int((~finite.flatten(2).all(2)).sum())
     settings = {"sampler": "diffusion", "solver": solver, "steps": steps, "t_end": t_end,
                 "snr": snr, "corrector_steps": corrector_steps, "ode_method": ode_method, "rho": rho,
-                "seed": seed, "flavour": model.flavour, "schedule": model.schedule.name}
+                "seed": seed, **settings}
     timing = {"samples_per_second": n / max(elapsed, 1e-9), "seconds": elapsed}
     return SamplerRun(configs=configs, summary={"non_finite": n_bad}, settings=settings,
                       kind="independent", timing=timing)
@@ -385,6 +388,25 @@ def tabulate_schedule(schedule: Schedule) -> dict:
 def tabulated_schedule(table: dict) -> Schedule:
     """A Schedule that linearly interpolates a `tabulate_schedule` table (any device/dtype of t)."""
     grid = table["t"]
+    return sample_batches(model, n, lambda m, gen: prior_sample(model.schedule, m, mean, var, gen),
+                          model.from_features, solver=solver, steps=steps, seed=seed,
+                          batch_size=batch_size or min(n, 2048), progress=progress, t_end=t_end,
+                          snr=snr, corrector_steps=corrector_steps, ode_method=ode_method,
+                          rho=rho, settings={"flavour": model.flavour,
+                                             "schedule": model.schedule.name})
+
+
+def sample_batches(model, n: int, draw_prior, finish, *, solver: str, steps: int, seed: int,
+                   batch_size: int, progress: bool, t_end: float, snr: float,
+                   corrector_steps: int, ode_method: str, rho: float,
+                   settings: dict) -> SamplerRun:
+    """The one sampling loop of the diffusion models (plain, conditional and torus): batches of
+    draw_prior(m, generator) at t = 1 carried to t_end by sde.integrate_reverse, then
+    finish(x) (the configurations); a SamplerRun (chains = 1, kind "independent", configs on the
+    cpu) whose settings are the solver's plus `settings`."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    gen = torch.Generator(device=model.device).manual_seed(seed)
 
     def interp(values: Tensor) -> Callable[[Tensor], Tensor]:
         def fn(t: Tensor) -> Tensor:

@@ -32,18 +32,17 @@ returns angles in [-pi, pi).
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.io.ensemble import SamplerRun
 from theoryc.runtime.models.circular import wrap
 from theoryc.runtime.models.networks import TimeConvNet, TimeMLP
-from theoryc.runtime.models.sde import SOLVERS, integrate_reverse
-from theoryc.runtime.models.diffusion import fit_score_model, score_task_settings
+from theoryc.runtime.models.diffusion import (DenoisingScoreMatching, fit_score_model,
+                                              sample_batches, score_task_settings,
+                                              tabulate_schedule, tabulated_schedule)
 from theoryc.runtime.models.trainer import TrainSettings
 from theoryc.runtime.theory import Schedule
 
@@ -259,33 +258,16 @@ def build_torus_model(theory_like, *, schedule: Schedule, t_eps: float = 1e-3, w
 # ------------------------------------------------------------------------------------------------
 # Training
 
-class WrappedScoreMatching:
-    """The trainer's task: xi-weighted denoising score matching with the wrapped-normal kernel,
-    each declared symmetry applied to a random half of the batch, stratified times."""
+class WrappedScoreMatching(DenoisingScoreMatching):
+    """The trainer's task: diffusion.py's (its batches, symmetry flips and stratified times) with
+    the wrapped-normal kernel's xi-weighted denoising score matching as the batch's loss."""
 
-    def __init__(self, model, data, symmetries, *, batch_size, t_power, settings):
-        self.model, self.net = model, model.net
-        self.data, self.symmetries = data, symmetries
-        self.batch_size, self.t_power, self.settings = batch_size, t_power, settings
-
-    def loss(self, step, gen):
-        model, n = self.model, self.batch_size
-        idx = torch.randint(self.data.shape[0], (n,), generator=gen, device=self.data.device)
-        x0 = self.data[idx]
-        for sym in self.symmetries:
-            flip = torch.rand(n, generator=gen, device=x0.device) < 0.5
-            x0 = torch.where(flip.reshape(-1, *([1] * (x0.dim() - 1))), wrap(sym(x0)), x0)
-        u = (torch.arange(n, device=x0.device, dtype=x0.dtype)
-             + torch.rand(n, generator=gen, device=x0.device, dtype=x0.dtype)) / n
-        t = model.t_eps + (1 - model.t_eps) * u**self.t_power
-        std = model.schedule.xi(t).sqrt()
-        xt, target = perturb_angles(x0, std, gen)
-        s = model.score(xt, t, net=self.net)
+    def batch_loss(self, x0: Tensor, t: Tensor, gen) -> Tensor:
+        std = self.model.schedule.xi(t).sqrt()
+        xt, target = perturb_angles(x0, std, gen)      # wraps x0 too (a flip may leave [-pi, pi))
+        s = self.model.score(xt, t, net=self.net)
         w = std.reshape(-1, *([1] * (x0.dim() - 1)))
-        return ((w * (s - target)) ** 2).flatten(1).mean(1).mean(), None
-
-    def record(self, info) -> dict:
-        return {}
+        return ((w * (s - target)) ** 2).flatten(1).mean(1).mean()
 
 
 def _angle_data(theory_like, data: Tensor, dtype) -> Tensor:
@@ -347,38 +329,25 @@ def sample_torus_diffusion(model: TorusDiffusionModel, n: int, *, solver: str = 
     diffusion.sample_diffusion's. denoise: end with Tweedie's step x + Xi(t_end) s(x, t_end),
     the mean of x_0 given x_t to O(Xi^2): without it the noise left at t_end (more than Xi(t_end):
     the last EM steps are coarse) lowered <cos P> of U(1) by 0.007 at 200 steps, 6 sigma."""
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if device is not None:
         model = model.to(device)
     t_end = model.t_eps if t_end is None else t_end
-    batch_size = batch_size or min(n, 1024)
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    out, t0 = [], time.perf_counter()
-    bar = tqdm(total=n, disable=not progress, desc=f"sample {solver}")
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        x = (torch.rand((m, *model.config_shape), generator=gen, dtype=model.dtype,
-                        device=model.device) * 2 - 1) * math.pi
-        x = integrate_reverse(model.score, x, model.schedule, solver=solver, steps=steps,
-                              t_end=t_end, snr=snr, corrector_steps=corrector_steps,
-                              ode_method=ode_method, rho=rho, generator=gen)
+
+    def uniform(m, gen):
+        return (torch.rand((m, *model.config_shape), generator=gen, dtype=model.dtype,
+                           device=model.device) * 2 - 1) * math.pi
+
+    def finish(x):
         if denoise:
-            t = torch.full((m,), t_end, dtype=x.dtype, device=x.device)
+            t = torch.full((x.shape[0],), t_end, dtype=x.dtype, device=x.device)
             x = x + model.schedule.xi(t).reshape(-1, *([1] * (x.dim() - 1))) * model.score(x, t)
-        out.append(wrap(x).cpu())
-        bar.update(m)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    configs = torch.cat(out)[None]
-    n_bad = int((~torch.isfinite(configs).flatten(2).all(2)).sum())
-    settings = {"sampler": "diffusion", "solver": solver, "steps": steps, "t_end": t_end,
-                "snr": snr, "corrector_steps": corrector_steps, "ode_method": ode_method,
-                "rho": rho, "denoise": denoise, "seed": seed, "flavour": "score", "torus": True,
-                "schedule": model.schedule.name}
-    timing = {"samples_per_second": n / max(elapsed, 1e-9), "seconds": elapsed}
-    return SamplerRun(configs=configs, summary={"non_finite": n_bad}, settings=settings,
-                      kind="independent", timing=timing)
+        return wrap(x)
+
+    return sample_batches(model, n, uniform, finish, solver=solver, steps=steps, seed=seed,
+                          batch_size=batch_size or min(n, 1024), progress=progress, t_end=t_end,
+                          snr=snr, corrector_steps=corrector_steps, ode_method=ode_method,
+                          rho=rho, settings={"denoise": denoise, "flavour": "score",
+                                             "torus": True, "schedule": model.schedule.name})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,7 +355,6 @@ def sample_torus_diffusion(model: TorusDiffusionModel, n: int, *, solver: str = 
 
 def torus_diffusion_state(model: TorusDiffusionModel) -> dict:
     """What the model file holds: EMA weights, raw weights, the schedule by name and tabulated."""
-    from theoryc.runtime.models.diffusion import tabulate_schedule
     extra = {"raw_state_dict": {k: v.detach().cpu() for k, v in (model.raw_state or {}).items()},
              "schedule_name": model.schedule.name,
              "schedule_table": tabulate_schedule(model.schedule)}
@@ -396,7 +364,6 @@ def torus_diffusion_state(model: TorusDiffusionModel) -> dict:
 
 def torus_diffusion_from_file(payload: dict, *, schedule: Schedule | None = None, device=None,
                               dtype=torch.float32) -> TorusDiffusionModel:
-    from theoryc.runtime.models.diffusion import tabulated_schedule
     s = payload["settings"]
     schedule = schedule or tabulated_schedule(payload["schedule_table"])
     netset = s["network"]
