@@ -314,7 +314,7 @@ def run_complex_langevin(theory, *, n: int, chains: int = 1024, warmup: int = DE
                          every: int = DEFAULT_EVERY, noise_imag: float = 0.0,
                          adaptive: bool = True, drift_ref: float | None = None,
                          scheme: str = DEFAULT_CL_SCHEME, progress: bool = True,
-                         checkpoint=None, checkpoint_every: int = 50, resume: bool = False,
+                         checkpoint=None, checkpoint_every: int = 50, resume: bool | dict = False,
                          max_abs: float = 1e6, max_bad_fraction: float = 0.1,
                          max_substeps_factor: int = 100, output: Output | None = None,
                          save_every: int = 1, store_configs: bool = True):

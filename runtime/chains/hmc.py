@@ -354,7 +354,7 @@ def run_hmc(theory, *, n: int, chains: int = 4, warmup: int = 500, seed: int = 0
             trajectory_length: float = 1.0, trajectory_jitter: float = JITTER,
             target_accept: float = 0.8, every: int = 1,
             symmetrize: bool = True, progress: bool = True, checkpoint=None,
-            checkpoint_every: int = 100, resume: bool = False, output: Output | None = None,
+            checkpoint_every: int = 100, resume: bool | dict = False, output: Output | None = None,
             save_every: int = 1, store_configs: bool = True, fourier_acceleration: bool = False,
             mass2: float | None = None, compile: bool = False):
     """Sample `theory` with HMC: `chains` chains, `warmup` trajectories, then `n` kept per chain.

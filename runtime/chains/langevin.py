@@ -249,7 +249,7 @@ def run_langevin(theory, *, n: int, chains: int = 64, warmup: int = DEFAULT_WARM
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                  step: float | None = None, every: int = DEFAULT_EVERY,
                  scheme: str | None = None, symmetrize: bool = True, progress: bool = True,
-                 checkpoint=None, checkpoint_every: int = 50, resume: bool = False,
+                 checkpoint=None, checkpoint_every: int = 50, resume: bool | dict = False,
                  max_abs: float = 1e6, max_bad_fraction: float = 0.1,
                  output: Output | None = None, save_every: int = 1, store_configs: bool = True,
                  compile: bool = False, **complex_options):

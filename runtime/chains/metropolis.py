@@ -125,7 +125,7 @@ def check_theory(theory) -> None:
 def run_metropolis(theory, *, n: int, chains: int = 4, warmup: int = 200, seed: int = 0,
                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                    every: int = 1, symmetrize: bool = True, progress: bool = True,
-                   checkpoint=None, checkpoint_every: int = 100, resume: bool = False,
+                   checkpoint=None, checkpoint_every: int = 100, resume: bool | dict = False,
                    output: Output | None = None, save_every: int = 1, store_configs: bool = True):
     """Sample a spin theory with checkerboard Metropolis: `warmup` sweeps, then `n` kept per chain
     (one every `every` sweeps), from random spins. symmetrize: the declared global symmetries
