@@ -17,10 +17,12 @@ import torch
 from fakes import double_gaussian_0d, phi4_lattice, quartic_0d
 from test_sde import exact_double_gaussian
 from theoryc.runtime.models import load_model, save_model
-from theoryc.runtime.models.diffusion import (EnergyPotential, build_model, sample_diffusion,
+from theoryc.runtime.models.diffusion import (EnergyPotential, build_model, diffusion_from_file,
+                                              diffusion_state, sample_diffusion,
                                               tabulated_schedule, tabulate_schedule,
                                               train_diffusion)
-from theoryc.runtime.models.sde import cumulants_with_errors
+from theoryc.runtime.models.networks import build_network
+from theoryc.runtime.models.sde import cumulants_with_errors, two_point_energy, two_point_score
 
 from conftest import REFERENCE
 
@@ -107,6 +109,86 @@ def test_lattice_network_is_translation_equivariant():
     t = torch.full((2,), 0.5, dtype=torch.float64)
     shifted = model.score(torch.roll(x, (2, 1), (2, 3)), t)
     assert torch.allclose(shifted, torch.roll(model.score(x, t), (2, 1), (2, 3)), atol=1e-12)
+
+
+def test_zero_mode_head_is_equivariant_uniform_and_linear_in_the_mean():
+    """networks.ZeroModeHead: the network with it stays translation-equivariant; the head's
+    output is spatially uniform (zero momentum only) and is A(t) z / sqrt(V) + MLP with
+    z = sqrt(V) mean(u): a gain matrix A set by hand gives exactly A z / sqrt(V)."""
+    torch.manual_seed(0)
+    net = build_network((2, 6, 4), width=8, depth=2, zero_out=False, zero_mode_head=True).double()
+    for p in net.zero_mode.parameters():               # the head starts at zero: make it live
+        torch.nn.init.normal_(p, std=0.3)
+    u = torch.randn(3, 2, 6, 4, dtype=torch.float64)
+    t = torch.full((3,), 0.3, dtype=torch.float64)
+    log_std = torch.zeros(3, dtype=torch.float64)
+    out = net(u, t, log_std)
+    assert torch.allclose(net(torch.roll(u, (2, 1), (2, 3)), t, log_std),
+                          torch.roll(out, (2, 1), (2, 3)), atol=1e-12)
+    head = net.zero_mode(u, net.inp(u), net.embed(t, log_std))
+    assert head.shape == (3, 2, 1, 1) and head.abs().max() > 1e-3
+    torch.nn.init.zeros_(net.zero_mode.mlp[4].weight)
+    torch.nn.init.zeros_(net.zero_mode.mlp[4].bias)
+    torch.nn.init.zeros_(net.zero_mode.gain.weight)
+    a = torch.tensor([[0.5, -0.2], [0.1, 0.3]], dtype=torch.float64)
+    with torch.no_grad():
+        net.zero_mode.gain.bias.copy_(a.flatten())
+    z = u.flatten(2).mean(2) * math.sqrt(24)
+    head = net.zero_mode(u, net.inp(u), net.embed(t, log_std))
+    assert torch.allclose(head[:, :, 0, 0], z @ a.T / math.sqrt(24), atol=1e-14)
+
+
+def test_zero_mode_head_round_trips_and_old_files_load_without_it(tmp_path):
+    theory = phi4_lattice((4, 4))
+    data = torch.randn(64, 1, 4, 4)
+    model = train_diffusion(theory, data, schedule=theory.schedules["ve"], steps=3,
+                            batch_size=8, width=8, depth=1, zero_mode_head=True, two_point=True,
+                            progress=False)
+    assert model.net.zero_mode is not None and model.data_power.shape == (1, 4, 4)
+    path = tmp_path / "m.pt"
+    save_model(model, str(path), theory=theory)
+    same = load_model(str(path), schedules=theory.schedules)
+    x, t = torch.randn(5, 1, 4, 4), torch.full((5,), 0.1)
+    assert torch.equal(same.data_power, model.data_power)
+    assert torch.equal(same.score(x, t), model.score(x, t))
+    plain = build_model(theory, data, schedule=theory.schedules["ve"], width=8, depth=1)
+    payload = diffusion_state(plain)
+    settings = json.loads(json.dumps(payload["settings"]))
+    del settings["network"]["zero_mode_head"]                 # a file written before the head
+    old = diffusion_from_file({**payload["extra"], "settings": settings,
+                               "state_dict": payload["state_dict"]})
+    assert old.net.zero_mode is None and old.data_power is None
+    assert torch.equal(old.score(x, t), plain.score(x, t))
+
+
+def test_two_point_base_is_the_gaussian_of_the_data_power_spectrum():
+    """build_model(two_point=True) starts as the exact score of N(f m, f^2 C + xi) with C the
+    data's translation-averaged covariance C(x, y) = mean_z <d(z) d(z + y - x)>: the FFT form
+    against a dense solve; and the two-point energy's gradient is minus that score."""
+    torch.manual_seed(1)
+    theory = phi4_lattice((4, 3))
+    z = torch.randn(400, 1, 4, 3, dtype=torch.float64)
+    data = 0.3 + z + 0.6 * torch.roll(z, 1, 2) - 0.3 * torch.roll(z, (1, 1), (2, 3))
+    sched = theory.schedules["vp"]
+    model = build_model(theory, data, schedule=sched, width=4, depth=1, two_point=True,
+                        dtype=torch.float64)
+    d = torch.cat([data, -data]) - model.data_mean       # the Z2 images share the power
+    corr = torch.stack([(d * torch.roll(d, (-a, -b), (2, 3))).mean()
+                        for a in range(4) for b in range(3)]).reshape(4, 3)
+    sites = [(i, j) for i in range(4) for j in range(3)]
+    cov = torch.tensor([[corr[(a2 - a1) % 4, (b2 - b1) % 3] for a2, b2 in sites]
+                        for a1, b1 in sites], dtype=torch.float64)
+    x = torch.randn(3, 1, 4, 3, dtype=torch.float64)
+    t = torch.full((3,), 0.2, dtype=torch.float64)
+    f, xi = sched.f(t[:1]), sched.xi(t[:1])
+    y = (x - f * model.data_mean).reshape(3, 12)
+    dense = -torch.linalg.solve(f**2 * cov + xi * torch.eye(12, dtype=torch.float64), y.T).T
+    assert torch.allclose(model.score(x, t).reshape(3, 12), dense, atol=1e-10)
+    yg = (x - f * model.data_mean).requires_grad_(True)
+    energy = two_point_energy(yg, f, xi, model.data_power).sum()
+    (grad,) = torch.autograd.grad(energy, yg)
+    assert torch.allclose(-grad, two_point_score(yg.detach(), f, xi, model.data_power),
+                          atol=1e-12)
 
 
 def test_complex_data_become_x_y_features_and_back():

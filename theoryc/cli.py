@@ -358,6 +358,10 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--t-power", type=float, default=None,
               help="Diffusion: draw t = eps + (1 - eps) u^p; p > 1 weights small t (helps an EBM's energy).")
+@click.option("--two-point", is_flag=True,
+              help="Diffusion on a lattice: start from the Gaussian of the data's power spectrum (the zero mode's variance right).")
+@click.option("--zero-mode-head", is_flag=True,
+              help="Diffusion on a lattice: a network pathway that learns the score of the field's mean directly.")
 @click.option("--layers", type=click.IntRange(1), default=None, help="Flow: coupling layers.")
 @click.option("--hidden", type=click.IntRange(1), default=None, help="Flow: hidden channels.")
 @click.option("--anneal", type=float, default=None, help="VAN: fraction of training that ramps beta up.")
@@ -372,7 +376,7 @@ def read_ensemble_file(path, configs: bool = True):
 @force_option
 @friendly
 def train(theory, kind, schedule, flavour, data, x_name, conditions, steps, batch_size, lr, seed, sets, device,
-          dtype, t_power, layers, hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet,
+          dtype, t_power, two_point, zero_mode_head, layers, hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet,
           output, force):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
@@ -388,7 +392,8 @@ def train(theory, kind, schedule, flavour, data, x_name, conditions, steps, batc
         raise UserError("--flow chooses a flow family; it needs --model flow")
     else:
         given.update(schedule=schedule, flavour=flavour, t_power=t_power, x=x_name,
-                     conditions=conditions or None)
+                     conditions=conditions or None, two_point=two_point or None,
+                     zero_mode_head=zero_mode_head or None)
     if (x_name or conditions) and kind != "diffusion":
         raise UserError("--x and --condition train a conditional diffusion model: --model diffusion")
     options = {k: v for k, v in given.items() if v is not None}

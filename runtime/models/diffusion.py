@@ -31,7 +31,8 @@ from theoryc.runtime.io.modelfile import theory_record
 from theoryc.runtime.io.provenance import fingerprint
 from theoryc.runtime.models.trainer import TrainSettings, data_fingerprint, train
 from theoryc.runtime.models.networks import build_network
-from theoryc.runtime.models.sde import SOLVERS, integrate_reverse, prior_sample, shared_time
+from theoryc.runtime.models.sde import (SOLVERS, integrate_reverse, lattice_power, prior_sample,
+                                        shared_time, two_point_energy, two_point_score)
 from theoryc.runtime.theory import Schedule
 
 Tensor = torch.Tensor
@@ -55,7 +56,8 @@ class DiffusionModel(nn.Module):
 
     def __init__(self, net: nn.Module, schedule: Schedule, *, flavour: str,
                  config_shape: tuple[int, ...], is_complex: bool, data_mean: Tensor,
-                 data_var: Tensor, t_eps: float, settings: dict):
+                 data_var: Tensor, t_eps: float, settings: dict,
+                 data_power: Tensor | None = None):
         super().__init__()
         if flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {flavour!r}; choose 'score' or 'energy'")
@@ -68,6 +70,8 @@ class DiffusionModel(nn.Module):
         self.settings = settings
         self.register_buffer("data_mean", data_mean.clone())
         self.register_buffer("data_var", data_var.clone())
+        # the two-point base (build_model): the data's power spectrum, (features, *lattice)
+        self.register_buffer("data_power", None if data_power is None else data_power.clone())
         self.history: dict = {}
         self.meta: dict = {}                   # the theory it was trained for (model files)
         self.raw_state: dict | None = None     # non-EMA weights, kept for the model file
@@ -112,13 +116,29 @@ class DiffusionModel(nn.Module):
         c_in = torch.rsqrt(f**2 * var + xi)
         return (x - f * mean) * c_in, c_in, 0.5 * xi_t.log()
 
+    def _centred(self, x: Tensor, t: Tensor):
+        """(x - f m, f, xi), broadcast against x: what the two-point base needs."""
+        sh = (-1, *([1] * (x.dim() - 1)))
+        t = shared_time(t)
+        f, xi = self.schedule.f(t).reshape(sh), self.schedule.xi(t).reshape(sh)
+        return x - f * self._channel(self.data_mean, x), f, xi
+
+    def _two_point_score(self, x: Tensor, t: Tensor) -> Tensor:
+        """With the two-point base, the score of the Gaussian the model starts as (the network
+        adds to it): the translation-invariant Gaussian of the data's power spectrum, every
+        momentum mode's variance (the zero mode's included) right before any training, where
+        the plain base -c_in u has independent sites of the data's variance."""
+        return two_point_score(*self._centred(x, t), self.data_power)
+
     def energy(self, x: Tensor, t: Tensor, net: nn.Module | None = None) -> Tensor:
         """E(x, t) per sample (batch,), energy flavour only; exp(-E) ~ p_t(x) up to a constant."""
         if self.flavour != "energy":
             raise ValueError("only an energy-based model ('energy' flavour) has an energy")
         u, _, log_std = self.precondition(x, t)
         v = (net or self.net)(u, t, log_std)
-        return 0.5 * (u**2).flatten(1).sum(1) + 0.5 * (v**2).flatten(1).sum(1)
+        base = (0.5 * (u**2).flatten(1).sum(1) if self.data_power is None
+                else two_point_energy(*self._centred(x, t), self.data_power))
+        return base + 0.5 * (v**2).flatten(1).sum(1)
 
     def score(self, x: Tensor, t: Tensor, net: nn.Module | None = None,
               create_graph: bool = False) -> Tensor:
@@ -126,9 +146,13 @@ class DiffusionModel(nn.Module):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         if self.flavour == "score":
             u, c_in, log_std = self.precondition(x, t)
-            return c_in * (-u + (net or self.net)(u, t, log_std).reshape(u.shape))
+            correction = (net or self.net)(u, t, log_std).reshape(u.shape)
+            if self.data_power is None:
+                return c_in * (-u + correction)
+            return self._two_point_score(x, t) + c_in * correction
         net = net or self.net
-        if self.analytic_gradient and not create_graph and hasattr(net, "value_and_vjp"):
+        if (self.analytic_gradient and not create_graph and hasattr(net, "value_and_vjp")
+                and self.data_power is None):
             # sampling: dE/dx = c_in (u + J^T v) with the network's own chain rule (networks.py)
             u, c_in, log_std = self.precondition(x, t)
             return -c_in * (u + net.value_and_vjp(u, t, log_std)[1])
@@ -169,6 +193,13 @@ def _symmetrised_stats(model_proto: DiffusionModel, data: Tensor, symmetries) ->
     return x.mean(1), x.var(1).clamp_min(1e-12)
 
 
+def _symmetrised_power(model_proto: DiffusionModel, data: Tensor, symmetries, mean: Tensor) -> Tensor:
+    """The features' power spectrum (sde.lattice_power) averaged over the data and its images."""
+    images = [data] + [sym(data) for sym in symmetries]
+    powers = [lattice_power(model_proto.to_features(x), mean) for x in images]
+    return torch.stack(powers).mean(0)
+
+
 def _augment(configs: Tensor, symmetries, generator) -> Tensor:
     """Apply each declared symmetry to a random half of the batch (complex data: to x + i y)."""
     for sym in symmetries:
@@ -191,28 +222,37 @@ def dsm_loss(model: DiffusionModel, net: nn.Module, x0: Tensor, t: Tensor, noise
 
 def build_model(theory_like, data: Tensor, *, schedule: Schedule, flavour: str = "score",
                 t_eps: float = 1e-3, width: int | None = None, depth: int | None = None,
-                kernel: int = 3, seed: int = 0, device=None, dtype=torch.float32) -> DiffusionModel:
-    """An untrained model for `data` (network initialised from `seed`, data statistics measured)."""
+                kernel: int = 3, zero_mode_head: bool = False, two_point: bool = False,
+                seed: int = 0, device=None, dtype=torch.float32) -> DiffusionModel:
+    """An untrained model for `data` (network initialised from `seed`, data statistics measured);
+    zero_mode_head: networks.ZeroModeHead on a lattice network; two_point: the model starts as
+    the Gaussian of the data's power spectrum instead of independent sites (lattices only)."""
     config_shape = _config_shape(theory_like, data)
     data = _flatten_data(data, config_shape)
     is_complex = bool(getattr(theory_like, "is_complex", False) or data.is_complex())
     settings = {"flavour": flavour, "schedule": schedule.name, "config_shape": list(config_shape),
-                "is_complex": is_complex, "t_eps": t_eps,
-                "network": {"width": width, "depth": depth, "kernel": kernel},
+                "is_complex": is_complex, "t_eps": t_eps, "two_point": two_point,
+                "network": {"width": width, "depth": depth, "kernel": kernel,
+                            "zero_mode_head": zero_mode_head},
                 "field_names": list(getattr(theory_like, "field_names", ())) }
     n_feat = config_shape[0] * (2 if is_complex else 1)
     feature_shape = (n_feat, *config_shape[1:])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network(feature_shape, width=width, depth=depth, kernel=kernel,
-                            zero_out=(flavour == "score"))
+                            zero_out=(flavour == "score"), zero_mode_head=zero_mode_head)
     zero = torch.zeros(n_feat, dtype=torch.float64)
     model = DiffusionModel(net, schedule, flavour=flavour, config_shape=config_shape,
                            is_complex=is_complex, data_mean=zero, data_var=zero + 1,
                            t_eps=t_eps, settings=settings)
-    mean, var = _symmetrised_stats(model, data, list(getattr(theory_like, "symmetries", [])))
+    symmetries = list(getattr(theory_like, "symmetries", []))
+    mean, var = _symmetrised_stats(model, data, symmetries)
     model.data_mean.copy_(mean)
     model.data_var.copy_(var)
+    if two_point:
+        if len(config_shape) < 2:
+            raise ValueError("the two-point base needs a lattice theory (0-d data have no momenta)")
+        model.data_power = _symmetrised_power(model, data, symmetries, mean)
     return model.to(device=device, dtype=dtype)
 
 
@@ -254,8 +294,9 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
                     steps: int = 2000, batch_size: int = 512, lr: float = 2e-3, warmup: int = 100,
                     lr_final_fraction: float = 0.05, ema_decay: float = 0.999,
                     grad_clip: float = 1.0, t_eps: float = 1e-3, width: int | None = None,
-                    depth: int | None = None, kernel: int = 3, augment: bool = True,
-                    seed: int = 0, device=None, dtype=torch.float32,
+                    depth: int | None = None, kernel: int = 3, zero_mode_head: bool = False,
+                    two_point: bool = False, augment: bool = True, seed: int = 0, device=None,
+                    dtype=torch.float32,
                     checkpoint: str | None = None, checkpoint_every: int = 500,
                     resume: bool = False, progress: bool = True,
                     log_every: int = 50, stop_after: int | None = None,
@@ -273,6 +314,11 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     t_power: times are t = eps + (1 - eps) u^t_power with stratified u ~ U[0, 1]; 1 is the seed's
     t ~ U[eps, 1], > 1 spends more of the training on small t (an extra weight in the loss's t
     integral), which sharpens the t -> 0 energy that MCMC-EBM samples.
+    zero_mode_head: a lattice network with networks.ZeroModeHead, which learns the score of the
+    field's spatial mean (the zero mode) directly instead of through the convolutions.
+    two_point: start from the Gaussian with the data's power spectrum (build_model), so the
+    network learns only what is not Gaussian; the slow, large-variance long-wavelength modes'
+    scores are what denoising score matching determines worst at small t.
     """
     device = torch.device(device or "cpu")
     config_shape = _config_shape(theory_like, data)
@@ -280,8 +326,8 @@ def train_diffusion(theory_like, data: Tensor, *, schedule: Schedule, flavour: s
     if not data.is_complex():
         data = data.to(dtype)
     model = build_model(theory_like, data, schedule=schedule, flavour=flavour, t_eps=t_eps,
-                        width=width, depth=depth, kernel=kernel, seed=seed, device=device,
-                        dtype=dtype)
+                        width=width, depth=depth, kernel=kernel, zero_mode_head=zero_mode_head,
+                        two_point=two_point, seed=seed, device=device, dtype=dtype)
     loop = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup,
                          lr_final_fraction=lr_final_fraction, grad_clip=grad_clip,
                          ema_decay=ema_decay, max_bad_steps=max_bad_steps, log_every=log_every)
@@ -343,6 +389,25 @@ def sample_diffusion(model: DiffusionModel, n: int, *, solver: str = "em", steps
     chan = (-1, *([1] * (len(model.feature_shape) - 1)))
     mean = model.data_mean.reshape(chan).expand(model.feature_shape)
     var = model.data_var.reshape(chan).expand(model.feature_shape)
+    return sample_batches(model, n, lambda m, gen: prior_sample(model.schedule, m, mean, var, gen),
+                          model.from_features, solver=solver, steps=steps, seed=seed,
+                          batch_size=batch_size or min(n, 2048), progress=progress, t_end=t_end,
+                          snr=snr, corrector_steps=corrector_steps, ode_method=ode_method,
+                          rho=rho, settings={"flavour": model.flavour,
+                                             "schedule": model.schedule.name})
+
+
+def sample_batches(model, n: int, draw_prior, finish, *, solver: str, steps: int, seed: int,
+                   batch_size: int, progress: bool, t_end: float, snr: float,
+                   corrector_steps: int, ode_method: str, rho: float,
+                   settings: dict) -> SamplerRun:
+    """The one sampling loop of the diffusion models (plain, conditional and torus): batches of
+    draw_prior(m, generator) at t = 1 carried to t_end by sde.integrate_reverse, then
+    finish(x) (the configurations); a SamplerRun (chains = 1, kind "independent", configs on the
+    cpu) whose settings are the solver's plus `settings`."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    gen = torch.Generator(device=model.device).manual_seed(seed)
     out = []
     t0 = time.perf_counter()
     bar = tqdm(total=n, disable=not progress, desc=f"sample {solver}")
@@ -388,25 +453,6 @@ def tabulate_schedule(schedule: Schedule) -> dict:
 def tabulated_schedule(table: dict) -> Schedule:
     """A Schedule that linearly interpolates a `tabulate_schedule` table (any device/dtype of t)."""
     grid = table["t"]
-    return sample_batches(model, n, lambda m, gen: prior_sample(model.schedule, m, mean, var, gen),
-                          model.from_features, solver=solver, steps=steps, seed=seed,
-                          batch_size=batch_size or min(n, 2048), progress=progress, t_end=t_end,
-                          snr=snr, corrector_steps=corrector_steps, ode_method=ode_method,
-                          rho=rho, settings={"flavour": model.flavour,
-                                             "schedule": model.schedule.name})
-
-
-def sample_batches(model, n: int, draw_prior, finish, *, solver: str, steps: int, seed: int,
-                   batch_size: int, progress: bool, t_end: float, snr: float,
-                   corrector_steps: int, ode_method: str, rho: float,
-                   settings: dict) -> SamplerRun:
-    """The one sampling loop of the diffusion models (plain, conditional and torus): batches of
-    draw_prior(m, generator) at t = 1 carried to t_end by sde.integrate_reverse, then
-    finish(x) (the configurations); a SamplerRun (chains = 1, kind "independent", configs on the
-    cpu) whose settings are the solver's plus `settings`."""
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    gen = torch.Generator(device=model.device).manual_seed(seed)
 
     def interp(values: Tensor) -> Callable[[Tensor], Tensor]:
         def fn(t: Tensor) -> Tensor:
@@ -432,6 +478,8 @@ def diffusion_state(model: DiffusionModel) -> dict:
              "data_mean": model.data_mean.detach().cpu(), "data_var": model.data_var.detach().cpu(),
              "schedule_name": model.schedule.name,
              "schedule_table": tabulate_schedule(model.schedule)}
+    if model.data_power is not None:
+        extra["data_power"] = model.data_power.detach().cpu()
     return {"kind": "diffusion", "settings": model.settings, "state_dict": model.net.state_dict(),
             "extra": extra}
 
@@ -450,12 +498,13 @@ def diffusion_from_file(payload: dict, *, schedule: Schedule | None = None, devi
         net = conditional_network(settings, (n_feat, *config_shape[1:]))
     else:
         net = build_network((n_feat, *config_shape[1:]), width=netset["width"],
-                            depth=netset["depth"], kernel=netset["kernel"], zero_out=False)
+                            depth=netset["depth"], kernel=netset["kernel"], zero_out=False,
+                            zero_mode_head=netset.get("zero_mode_head", False))
     net.load_state_dict(payload["state_dict"])
     model = DiffusionModel(net, schedule, flavour=settings["flavour"], config_shape=config_shape,
                            is_complex=settings["is_complex"], data_mean=payload["data_mean"],
                            data_var=payload["data_var"], t_eps=settings["t_eps"],
-                           settings=settings)
+                           settings=settings, data_power=payload.get("data_power"))
     model.raw_state = payload.get("raw_state_dict") or None
     return model.to(device=device or "cpu", dtype=dtype)
 

@@ -16,6 +16,7 @@ laws below), so it is correct for VP (where f(1) ~ 0) and for VE with a finite s
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -59,6 +60,36 @@ def prior_sample(schedule: Schedule, n: int, mean: Tensor, var: Tensor,
     f1, xi1 = schedule.f(one), schedule.xi(one)
     z = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
     return f1 * mean + (f1**2 * var + xi1).sqrt() * z
+
+
+def lattice_power(x: Tensor, mean: Tensor, chunk: int = 1024) -> Tensor:
+    """The power spectrum P_c(k) = <|FFT_x (x_c - mean_c)|^2> / V of lattice data x (N, C, *lattice),
+    averaged over the N configurations (in float64, `chunk` at a time): the variance of each
+    momentum mode, which is all a translation-invariant Gaussian's covariance holds."""
+    dims = tuple(range(2, x.dim()))
+    volume = math.prod(x.shape[2:])
+    centred_mean = mean.to(torch.float64).reshape(1, -1, *([1] * len(dims)))
+    total = torch.zeros(x.shape[1:], dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        y = x[start:start + chunk].to(torch.float64) - centred_mean
+        total += (torch.fft.fftn(y, dim=dims).abs() ** 2).sum(0)
+    return total / (x.shape[0] * volume)
+
+
+def two_point_score(y: Tensor, f: Tensor, xi: Tensor, power: Tensor) -> Tensor:
+    """The score of x_t ~ N(f m, f^2 C + xi) at y = x_t - f m, C translation-invariant with power
+    spectrum `power` (C, *lattice): diagonal in momentum space, -FFT^-1[y_k / (f^2 P(k) + xi)]."""
+    dims = tuple(range(2, y.dim()))
+    yk = torch.fft.fftn(y, dim=dims)
+    return -torch.fft.ifftn(yk / (f**2 * power + xi), dim=dims).real
+
+
+def two_point_energy(y: Tensor, f: Tensor, xi: Tensor, power: Tensor) -> Tensor:
+    """-log N(y; 0, f^2 C + xi) per sample up to a constant: sum_k |y_k|^2 / (2 V (f^2 P + xi))."""
+    dims = tuple(range(2, y.dim()))
+    yk = torch.fft.fftn(y, dim=dims)
+    volume = math.prod(y.shape[2:])
+    return 0.5 * (yk.abs() ** 2 / (f**2 * power + xi)).flatten(1).sum(1) / volume
 
 
 def reverse_sde_drift(x: Tensor, t: Tensor, score: Tensor, schedule: Schedule) -> Tensor:
