@@ -209,12 +209,16 @@ class TimeConvNet(nn.Module):
 
 def build_network(feature_shape: tuple[int, ...], *, width: int | None = None,
                   depth: int | None = None, kernel: int = 3, emb: int = 32,
-                  zero_out: bool = True, zero_mode_head: bool = False) -> nn.Module:
+                  zero_out: bool = True, zero_mode_head: bool = False,
+                  outputs: int | None = None) -> nn.Module:
     """The default network for configurations of `feature_shape` = (channels, *lattice);
-    zero_mode_head: a lattice network's ZeroModeHead (0-d networks see everything at once)."""
+    zero_mode_head: a lattice network's ZeroModeHead (0-d networks see everything at once);
+    outputs: output channels when not the input's (the torus diffusion's features are (cos, sin)
+    of what it returns one number for)."""
     channels, lattice = feature_shape[0], feature_shape[1:]
+    c_out = outputs or channels
     if not lattice:
-        return TimeMLP(channels, channels, width=width or 64, depth=depth or 3, emb=emb,
+        return TimeMLP(channels, c_out, width=width or 64, depth=depth or 3, emb=emb,
                        zero_out=zero_out)
-    return TimeConvNet(len(lattice), channels, channels, width=width or 32, depth=depth or 4,
+    return TimeConvNet(len(lattice), channels, c_out, width=width or 32, depth=depth or 4,
                        kernel=kernel, emb=emb, zero_out=zero_out, zero_mode_head=zero_mode_head)

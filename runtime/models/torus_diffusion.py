@@ -39,7 +39,7 @@ from torch import nn
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.io.ensemble import SamplerRun
 from theoryc.runtime.models.circular import wrap
-from theoryc.runtime.models.networks import TimeConvNet, TimeMLP
+from theoryc.runtime.models.networks import build_network
 from theoryc.runtime.models.diffusion import (DenoisingScoreMatching, fit_score_model,
                                               sample_batches, score_task_settings,
                                               tabulate_schedule, tabulated_schedule)
@@ -215,12 +215,10 @@ def _n_outputs(plain, gauge) -> int:
 
 def build_torus_network(config_shape, plain, gauge, *, width=None, depth=None, kernel=3,
                         zero_out=True) -> nn.Module:
+    """networks.build_network's choice for (cos, sin) of n_out angles in, n_out numbers out."""
     n_out = _n_outputs(plain, gauge)
-    lattice = tuple(config_shape[1:])
-    if not lattice:
-        return TimeMLP(2 * n_out, n_out, width=width or 64, depth=depth or 3, zero_out=zero_out)
-    return TimeConvNet(len(lattice), 2 * n_out, n_out, width=width or 32, depth=depth or 4,
-                       kernel=kernel, zero_out=zero_out)
+    return build_network((2 * n_out, *config_shape[1:]), width=width, depth=depth, kernel=kernel,
+                         zero_out=zero_out, outputs=n_out)
 
 
 def check_angle_schedule(schedule: Schedule) -> None:
