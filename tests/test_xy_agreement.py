@@ -18,7 +18,7 @@ def test_xy_l8_hmc_langevin_flow_and_autoregressive_agree():
     """The flow is test_torus_flows.py's recipe (8 layers, 600 steps of 64); the autoregressive
     net (the defaults: one masked layer giving natural von Mises parameters, a reference angle)
     trains 400 REINFORCE steps of 256 at lr 1e-2 with the action ramped in over the first 30%
-    (~25 s alone on one core). Each learned model runs
+    (20 CPU-seconds). Each learned model runs
     16 x 2000 independent-Metropolis steps, HMC 16 x 2000 trajectories, Langevin 16 x 600 every
     20 steps. e and chi: within 3 combined sigma of HMC's (the Gamma-method errors of each run);
     log Z (the runtime's delta-method error of log mean w over the 32000 proposals) within 3
