@@ -169,13 +169,15 @@ def exact(name):
 
 @pytest.mark.slow
 def test_u1_diffusion_reproduces_exact_plaquette_and_q2():
-    """Trained on 16 x 500 HMC trajectories of 2-d U(1), L = 8, beta = 2 (2000 steps of 128, ~1 min
+    """Trained on 16 x 500 HMC trajectories of 2-d U(1), L = 8, beta = 2 (2000 steps of 128, ~2 min
     alone), 2000 samples (200 EM steps, ~1 min) give <cos P> within 3 sigma of the exact 0.697775
-    and <Q^2> within 5% of 1.23930 plus 3 sigma (issue 10 asks for 5%; measured with this seed:
-    <cos P> 0.6950(17), <Q^2> 1.290(62), 4% high; another sampling seed gave 1.374(44), 11%: see
-    the README). Each sigma combines the samples' own error with
-    the training ensemble's (a model learnt from a finite ensemble inherits its fluctuation; here
-    0.0013 on <cos P> and 0.044 on <Q^2>), in quadrature."""
+    and <Q^2> within 5% of 1.23930 plus 3 sigma. Issue 10 asks for 5%, which this model does not
+    meet in every run: measured with these data (<Q^2> 1.204(19)), sampling seed 5 (this test's)
+    gives <cos P> 0.6948, <Q^2> 1.293(41) (+4%), seed 0 1.305(42) (+5%), 4000 training steps
+    1.294-1.316 (BENCHMARKS.md "Diffusion on angles": the excess is spurious plaquette-plaquette
+    correlation), so a 5%-only assertion would pass or fail with the seed. Each sigma combines the
+    samples' own error with the training ensemble's (a model learnt from a finite ensemble
+    inherits its fluctuation), in quadrature."""
     ref = exact("u1_2d")
     th = u1()
     hmc = theoryc.sample(th, sampler="hmc", n=500, chains=16, warmup=200, seed=1, progress=False)
