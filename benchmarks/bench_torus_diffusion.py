@@ -23,8 +23,8 @@ import torch
 
 import theoryc
 from theoryc.runtime.models.circular import wrap
-from theoryc.runtime.models.torus_diffusion import (plaquettes, sample_torus_diffusion,
-                                                    train_torus_diffusion)
+from theoryc.runtime.models.lattice_gauge import plaquettes
+from theoryc.runtime.models.torus_diffusion import sample_torus_diffusion, train_torus_diffusion
 
 ROOT = Path(__file__).parents[1]
 VE = "\nschedule ve {\n    param sigma = 8\n    drift     = 0\n    diffusion = sigma^t\n}\n"

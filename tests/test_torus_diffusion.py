@@ -16,9 +16,9 @@ import theoryc
 from conftest import REFERENCE
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.models import load_model
+from theoryc.runtime.models.lattice_gauge import plaquettes
 from theoryc.runtime.models.torus_diffusion import (build_torus_model, perturb_angles,
-                                                    plaquette_adjoint, plaquettes,
-                                                    sample_torus_diffusion,
+                                                    plaquette_adjoint, sample_torus_diffusion,
                                                     train_torus_diffusion, wrap,
                                                     wrapped_normal_log_prob, wrapped_normal_score)
 

@@ -39,6 +39,7 @@ from torch import nn
 from theoryc.runtime.errors import SamplerError
 from theoryc.runtime.io.ensemble import SamplerRun
 from theoryc.runtime.models.circular import wrap
+from theoryc.runtime.models.lattice_gauge import plaquette_pairs, plaquettes
 from theoryc.runtime.models.networks import build_network
 from theoryc.runtime.models.diffusion import (DenoisingScoreMatching, fit_score_model,
                                               sample_batches, score_task_settings,
@@ -106,26 +107,13 @@ def perturb_angles(x0: Tensor, std: Tensor, generator=None) -> tuple[Tensor, Ten
 
 
 # ------------------------------------------------------------------------------------------------
-# Plaquettes of a link field and their adjoint
-
-def _pairs(dim: int):
-    return [(mu, nu) for mu in range(dim) for nu in range(mu + 1, dim)]
-
-
-def plaquettes(links: Tensor) -> Tensor:
-    """P_{mu nu}(x) = A_mu(x) + A_nu(x + mu) - A_mu(x + nu) - A_nu(x), for mu < nu.
-    links (batch, dim, *lattice) -> (batch, dim (dim - 1) / 2, *lattice)."""
-    dim = links.shape[1]
-    out = [links[:, mu] + torch.roll(links[:, nu], -1, mu + 1)
-           - torch.roll(links[:, mu], -1, nu + 1) - links[:, nu] for mu, nu in _pairs(dim)]
-    return torch.stack(out, 1)
-
+# The adjoint of the plaquettes (lattice_gauge.plaquettes)
 
 def plaquette_adjoint(h: Tensor, dim: int) -> Tensor:
     """J^T h for J = dP/dA: the gradient w.r.t. the links of sum_x,mu<nu h_{mu nu}(x) P_{mu nu}(x).
     h (batch, pairs, *lattice) -> (batch, dim, *lattice)."""
     grads = [torch.zeros_like(h[:, 0]) for _ in range(dim)]
-    for c, (mu, nu) in enumerate(_pairs(dim)):
+    for c, (mu, nu) in enumerate(plaquette_pairs(dim)):
         hc = h[:, c]
         grads[mu] = grads[mu] + hc - torch.roll(hc, 1, nu + 1)     # +A_mu(x), -A_mu(x + nu)
         grads[nu] = grads[nu] + torch.roll(hc, 1, mu + 1) - hc     # +A_nu(x + mu), -A_nu(x)
