@@ -8,6 +8,11 @@ F_q = E_q[log q + S] (S = theory.action; beta, if any, is inside S):
   grad F_q = E_q[(log q + S - b) grad log q].
 Annealing multiplies the action by a factor ramped linearly from 0 to 1 over the first `anneal`
 fraction of the steps (Wu et al. anneal beta; our beta lives inside S, so we anneal a multiplier).
+`temper` < 1 ends the ramp there instead: q is trained towards p^temper, broader than p. Reverse
+KL is mode-seeking, so a q trained on p itself is too narrow in p's collective modes and the
+weights p/q of the independent Metropolis chains get a heavy tail from the configurations q
+rarely proposes (XY L = 8, beta = 1: the torus flow under-proposes small |m|, and its IMH e comes
+out 3-5 sigma high); a broader q covers them, at the cost of a lower acceptance.
 Optionally a forward-KL term -E_data[log q] on an ensemble of configurations is added.
 
 The loop (NaN policy, clipping, logging, checkpoints, resume) is the one trainer's
@@ -107,16 +112,16 @@ class ReverseKL:
     """The trainer's task for a flow or VAN: reverse KL (+ optional forward KL on data)."""
 
     def __init__(self, model, theory, *, batch_size, steps, anneal, data, data_weight,
-                 reverse_weight, settings):
+                 reverse_weight, settings, temper=1.0):
         self.net, self.theory = model, theory
-        self.batch_size, self.steps, self.anneal = batch_size, steps, anneal
+        self.batch_size, self.steps, self.anneal, self.temper = batch_size, steps, anneal, temper
         self.data, self.data_weight, self.reverse_weight = data, data_weight, reverse_weight
         self.settings = settings
 
     def loss(self, step, gen):
         self.net.train()
         loss, log_w = _reverse_kl(self.net, self.theory, self.batch_size, gen,
-                                  _annealing(step, self.steps, self.anneal))
+                                  self.temper * _annealing(step, self.steps, self.anneal))
         loss = self.reverse_weight * loss
         if self.data is not None:
             loss = loss + self.data_weight * _forward_kl(self.net, self.data, self.batch_size, gen)
@@ -133,7 +138,8 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
                seed: int = 0, device="cpu", dtype=torch.float32,
                n_layers=None, hidden=None, depth=None, kernel=None, scale_bound=None, z2=None,
                autoregressive: bool = False, flow: str | None = None,
-               anneal: float | None = None, grad_clip: float | None = 10.0,
+               anneal: float | None = None, temper: float = 1.0,
+               lr_final_fraction: float = 1.0, grad_clip: float | None = 10.0,
                data: torch.Tensor | None = None, data_weight: float = 1.0,
                reverse_weight: float = 1.0, checkpoint: str | None = None,
                checkpoint_every: int = 200, resume: bool = False, progress: bool = True,
@@ -149,7 +155,9 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
     n_layers // 4 monotone maps with `hidden` tanh components. VAN hidden=2 units per spin, depth=2 masked
     layers, z2=None (symmetrise when the theory declares s -> -s).
     anneal: fraction of steps over which the action multiplier ramps 0 -> 1 (default 0 for
-    flows, 0.3 for VANs). data: optional ensemble tensor (..., *theory.shape) for a forward-KL
+    flows, 0.3 for VANs); temper: the multiplier the ramp ends at (q trained towards p^temper;
+    < 1 broadens q for independent Metropolis, see the module docstring); lr_final_fraction:
+    cosine-decay the learning rate to this fraction of lr (1: constant). data: optional ensemble tensor (..., *theory.shape) for a forward-KL
     term weighted by data_weight (reverse_weight=0 trains on data only).
     The loop, its NaN policy, checkpoints and resume are the trainer's (runtime/models/trainer.py).
     The returned model has `.history` and `.meta` (theory fingerprint, training settings,
@@ -167,15 +175,20 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
     lr = lr or (3e-3 if is_van else 1e-3)
     if data is not None:
         data = data.reshape(-1, *theory.shape).to(device=device, dtype=torch_dtype)
+    if not 0 < temper <= 1:
+        raise ValueError(f"temper must be in (0, 1] (got {temper})")
     loop = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip,
+                         lr_final_fraction=lr_final_fraction,
                          max_bad_steps=max_bad_steps, log_every=log_every)
     settings = {"kind": model.kind, "architecture": model.settings, "theory": fingerprint(theory),
                 "data": data_fingerprint(data), "anneal": anneal,
                 "data_weight": data_weight if data is not None else 0.0,
                 "reverse_weight": reverse_weight, "dtype": str(torch_dtype).split(".")[-1],
-                "device": torch.device(device).type}
+                "device": torch.device(device).type,
+                **({"temper": temper} if temper != 1 else {})}   # old checkpoints still resume
     task = ReverseKL(model, theory, batch_size=batch_size, steps=steps, anneal=anneal, data=data,
-                     data_weight=data_weight, reverse_weight=reverse_weight, settings=settings)
+                     data_weight=data_weight, reverse_weight=reverse_weight, settings=settings,
+                     temper=temper)
     result = train(task, loop, device=device, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
                    progress=progress, desc=f"train {model.kind}")
