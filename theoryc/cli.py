@@ -366,6 +366,10 @@ def read_ensemble_file(path, configs: bool = True):
 @click.option("--hidden", type=click.IntRange(1), default=None, help="Flow: hidden channels.")
 @click.option("--anneal", type=float, default=None, help="VAN: fraction of training that ramps beta up.")
 @click.option("--autoregressive", is_flag=True, help="Angle fields: a von Mises autoregressive network instead of a flow.")
+@click.option("--temper", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Flow: train q towards p^T (T < 1: a broader q, for independent Metropolis).")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Flow: cosine-decay the learning rate to this fraction of --lr.")
 @click.option("--flow", "family", type=click.Choice(["realnvp", "fourier"]), default=None,
               help="Flow family: realnvp (default) or fourier (first layer: the action's exact free part).")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None,
@@ -376,8 +380,8 @@ def read_ensemble_file(path, configs: bool = True):
 @force_option
 @friendly
 def train(theory, kind, schedule, flavour, data, x_name, conditions, steps, batch_size, lr, seed, sets, device,
-          dtype, t_power, two_point, zero_mode_head, layers, hidden, anneal, autoregressive, family, checkpoint_every, resume, quiet,
-          output, force):
+          dtype, t_power, two_point, zero_mode_head, layers, hidden, anneal, autoregressive, temper, lr_decay, family, checkpoint_every,
+          resume, quiet, output, force):
     """Train a flow (reverse KL against the action) or a diffusion model (on an ensemble)."""
     from . import api
     check_output(output, force, resume=resume)
@@ -387,7 +391,8 @@ def train(theory, kind, schedule, flavour, data, x_name, conditions, steps, batc
     given = {"batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
     if kind == "flow":
         given.update(n_layers=layers, hidden=hidden, anneal=anneal,
-                     autoregressive=autoregressive or None, flow=family)
+                     autoregressive=autoregressive or None, flow=family, temper=temper,
+                     lr_final_fraction=lr_decay)
     elif family:
         raise UserError("--flow chooses a flow family; it needs --model flow")
     else:
