@@ -157,8 +157,9 @@ def train_flow(theory, *, steps: int = 2000, batch_size: int | None = None,
     anneal: fraction of steps over which the action multiplier ramps 0 -> 1 (default 0 for
     flows, 0.3 for VANs); temper: the multiplier the ramp ends at (q trained towards p^temper;
     < 1 broadens q for independent Metropolis, see the module docstring); lr_final_fraction:
-    cosine-decay the learning rate to this fraction of lr (1: constant). data: optional ensemble tensor (..., *theory.shape) for a forward-KL
-    term weighted by data_weight (reverse_weight=0 trains on data only).
+    cosine-decay the learning rate to this fraction of lr (1: constant). data: optional
+    ensemble tensor (..., *theory.shape) for a forward-KL term weighted by data_weight
+    (reverse_weight=0 trains on data only).
     The loop, its NaN policy, checkpoints and resume are the trainer's (runtime/models/trainer.py).
     The returned model has `.history` and `.meta` (theory fingerprint, training settings,
     history) for `save_model`.
