@@ -17,7 +17,8 @@ def close(a, b, sigmas=3.0):
 @pytest.mark.slow
 def test_xy_l8_hmc_langevin_flow_and_autoregressive_agree():
     """The flow is test_torus_flows.py's recipe (XY_FLOW: 8 layers, 600 steps of 64, q trained
-    towards p^0.85 so that its IMH weights have no heavy tail); the autoregressive
+    towards p^0.85 so that it proposes the small-|m| configurations a q trained on p misses;
+    its ESS is still only ~0.003, README); the autoregressive
     net (the defaults: one masked layer giving natural von Mises parameters, a reference angle)
     trains 400 REINFORCE steps of 256 at lr 1e-2 with the action ramped in over the first 30%
     (20 CPU-seconds). Each learned model runs
