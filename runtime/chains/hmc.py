@@ -342,8 +342,7 @@ class HMCKernel:
                 "count": torch.tensor(state.count)}
 
     def load_state(self, d: dict, device) -> HMCState:
-        return HMCState(*(d[k].to(device) for k in ("phi", "action", "force")),
-                        int(d["count"]) if "count" in d else 0)
+        return HMCState(*(d[k].to(device) for k in ("phi", "action", "force")), int(d["count"]))
 
 
 # ------------------------------------------------------------------------------ the sampler
