@@ -1,7 +1,8 @@
 """Diffusion on angles (issue 10 item 5): the wrapped normal's series and score, its sampling,
-the plaquette adjoint behind the gauge-covariant score, the schedule rules, model files and the
-CLI/API hooks; a slow test trains on HMC data of 2-d U(1) (L = 8, beta = 2) and compares with
-the exact values of ../shared/reference/exact.json."""
+the plaquette adjoint behind the gauge-covariant score, the schedule rules, the wrapped
+probability-flow ODE's log q, model files and the CLI/API hooks; the slow tests train on HMC data
+of 2-d U(1) (L = 8, beta = 2) and compare the raw and the exact (reweighted) samples with the
+exact values of ../shared/reference/exact.json."""
 from __future__ import annotations
 
 import json
@@ -95,6 +96,37 @@ def test_kernel_sampling_moments_and_target():
     assert torch.allclose(target[:, 0], wrapped_normal_score(d, std**2), atol=1e-9)
 
 
+def test_torus_ode_log_q_is_the_log_density_of_its_map():
+    """The probability-flow ODE on the circle, wrapped after every step (likelihood.
+    carry_log_density), with the exact score of wrapped-normal data WN(mu, v0) (p_t is
+    WN(mu, v0 + Xi(t))): log q of each sample equals log u(x_1) - log |dx_end / dx_1|, the
+    density of the map's push-forward of the uniform prior, by central differences of the map,
+    to Heun's O(h^2) (measured at 100/200/400 steps: median 1e-4/2.5e-5/6e-6, largest 1.2e-2/
+    3.1e-3/7.8e-4, where the map stretches 50-fold), and the samples' <cos(x - mu)> is the
+    target's exp(-v0 / 2) within 4 errors."""
+    from theoryc.runtime.models.likelihood import carry_log_density
+    schedule = u1().schedules["ve"]
+    mu, v0 = 1.0, 0.3
+
+    def score(x, t):
+        return wrapped_normal_score(x - mu, v0 + schedule.xi(t).reshape(-1, 1))
+
+    def carry(x1):
+        log_u = torch.full((len(x1),), -math.log(2 * math.pi), dtype=torch.float64)
+        return carry_log_density(score, x1, log_u, schedule, steps=200, probes=0, project=wrap)
+
+    gen = torch.Generator().manual_seed(2)
+    x1 = (torch.rand(4000, 1, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    x, log_q = carry(x1)
+    assert x.min() >= -math.pi and x.max() < math.pi
+    eps = 1e-5
+    (hi, _), (lo, _) = carry(x1[:200] + eps), carry(x1[:200] - eps)
+    jacobian = wrap(hi - lo)[:, 0] / (2 * eps)
+    assert torch.allclose(log_q[:200], -math.log(2 * math.pi) - torch.log(jacobian), atol=5e-3)
+    c = torch.cos(x[:, 0] - mu)
+    assert abs(float(c.mean()) - math.exp(-v0 / 2)) < 4 * float(c.std()) / math.sqrt(len(c))
+
+
 def test_plaquette_adjoint_is_the_jacobian_transpose():
     gen = torch.Generator().manual_seed(1)
     for lattice in ((4, 6), (3, 4, 5)):
@@ -160,6 +192,14 @@ def test_train_sample_and_model_file_through_the_api(tmp_path):
     assert configs.shape == (1, 20, 1, 4, 4)
     assert configs.min() >= -math.pi and configs.max() < math.pi
     assert np.isfinite(np.asarray(out.observables["e"])).all()
+    # --exact: probability-flow ODE samples with log q (16 features would default to the exact
+    # trace; one diluted probe here), corrected by independent Metropolis
+    chain = theoryc.sample(th, "diffusion", n=20, model=path, steps=5, exact=True, probes=1,
+                           metropolis=True, progress=False)
+    configs = np.asarray(chain.configs)
+    assert configs.min() >= -math.pi and configs.max() < math.pi
+    assert chain.kind == "markov" and 0 < chain.summary["acceptance"] <= 1
+    assert chain.settings["arch"]["divergence"] == "diluted"
 
 
 def exact(name):
@@ -167,26 +207,33 @@ def exact(name):
         return json.load(fh)[name]
 
 
-@pytest.mark.slow
-def test_u1_diffusion_reproduces_exact_plaquette_and_q2():
-    """Trained on 16 x 500 HMC trajectories of 2-d U(1), L = 8, beta = 2 (2000 steps of 128, ~2 min
-    alone), 2000 samples (200 EM steps, ~1 min) give <cos P> within 3 sigma of the exact 0.697775
-    and <Q^2> within 5% of 1.23930 plus 3 sigma. Issue 10 asks for 5%, which this model does not
-    meet in every run: measured with these data (<Q^2> 1.204(19)), sampling seed 5 (this test's)
-    gives <cos P> 0.6948, <Q^2> 1.293(41) (+4%), seed 0 1.305(42) (+5%), 4000 training steps
-    1.294-1.316 (BENCHMARKS.md "Diffusion on angles": the excess is spurious plaquette-plaquette
-    correlation), so a 5%-only assertion would pass or fail with the seed. Each sigma combines the
-    samples' own error with the training ensemble's (a model learnt from a finite ensemble
-    inherits its fluctuation), in quadrature."""
-    ref = exact("u1_2d")
+@pytest.fixture(scope="module")
+def u1_trained():
+    """2-d U(1), L = 8, beta = 2: 16 x 500 HMC trajectories and a torus diffusion model trained
+    on them (2000 steps of 128, width 32, depth 2; ~2 min alone); shared by the slow tests."""
     th = u1()
     hmc = theoryc.sample(th, sampler="hmc", n=500, chains=16, warmup=200, seed=1, progress=False)
     summary = theoryc.measure(hmc, theory=th).summary
-    data_err = summary["observables"]["plaq"]["error"]
-    data_q2_err = summary["estimates"]["chi_t"]["error"] * th.volume
     model = train_torus_diffusion(th, torch.as_tensor(np.asarray(hmc.configs)),
                                   schedule=th.schedules["ve"], steps=2000, batch_size=128,
                                   width=32, depth=2, lr=3e-3, progress=False)
+    return th, summary, model
+
+
+@pytest.mark.slow
+def test_u1_diffusion_reproduces_exact_plaquette_and_q2(u1_trained):
+    """The raw samples: 2000 of 200 EM steps (~1 min) give <cos P> within 3 sigma of the exact
+    0.697775 and <Q^2> within 5% of 1.23930 plus 3 sigma. The raw model does not meet the issue's
+    5% in every run: measured with these data (<Q^2> 1.204(19)), sampling seed 5 (this test's)
+    gives <cos P> 0.6948, <Q^2> 1.293(41) (+4%), seed 0 1.305(42) (+5%), 4000 training steps
+    1.294-1.316 (BENCHMARKS.md "Diffusion on angles": the excess is spurious plaquette-plaquette
+    correlation); the exact samples of the next test remove it. Each sigma combines the
+    samples' own error with the training ensemble's (a model learnt from a finite ensemble
+    inherits its fluctuation), in quadrature."""
+    ref = exact("u1_2d")
+    th, summary, model = u1_trained
+    data_err = summary["observables"]["plaq"]["error"]
+    data_q2_err = summary["estimates"]["chi_t"]["error"] * th.volume
     run = sample_torus_diffusion(model, 2000, steps=200, progress=False, seed=5)
     obs = th.observables(run.configs[0].to(torch.float64))
     plaq, q2 = obs["plaq"].numpy(), (obs["Q"] ** 2).numpy()
@@ -197,3 +244,30 @@ def test_u1_diffusion_reproduces_exact_plaquette_and_q2():
     assert run.configs.min() >= -math.pi and run.configs.max() < math.pi
     assert abs(plaq.mean() - ref["plaq"]) < 3 * err
     assert abs(q2.mean() - ref["Q2"]) < 0.05 * ref["Q2"] + 3 * q2_err
+
+
+@pytest.mark.slow
+def test_u1_exact_diffusion_samples_reproduce_plaquette_and_q2(u1_trained):
+    """The same model's exact samples: 4096 probability-flow ODE samples (40 Heun steps, one
+    diluted probe, float32; ~4 min alone) with log-weights -S - log q. `theoryc.measure`'s
+    reweighted <cos P> and <Q^2> = V chi_t are within 3 sigma of the exact values, with their
+    own errors only (reweighting to the action removes what the model inherited from its
+    data), and <Q^2>'s error is below 4% of it. Measured: ESS 0.575, <cos P> 0.69866(107),
+    <Q^2> 1.2006(323) (-3.1%, -1.2 sigma). At 20 Heun steps the ODE's log q misses the Heun
+    map's exact log-density by a spread of 0.055 that correlates with the plaquette (+0.78;
+    0.014 at 40 steps, BENCHMARKS.md), which left <cos P> 0.69475(113), 2.7 sigma low."""
+    from theoryc.runtime.models.likelihood import sample_exact
+    ref = exact("u1_2d")
+    th, _, model = u1_trained
+    run = sample_exact(th, model, 4096, steps=40, seed=3, dtype=torch.float32, batch_size=256,
+                       progress=False)
+    assert run.settings["arch"]["divergence"] == "diluted"
+    summary = theoryc.measure(run, theory=th).summary
+    plaq = summary["observables"]["plaq"]
+    q2, q2_err = (summary["estimates"]["chi_t"][k] * th.volume for k in ("mean", "error"))
+    print(f"exact diffusion u1: ESS {summary['sampler']['ess']:.3f}, plaq {plaq['mean']:.5f}"
+          f"({plaq['error']:.5f}), Q^2 {q2:.4f}({q2_err:.4f})")
+    assert np.asarray(run.configs).min() >= -math.pi and np.asarray(run.configs).max() < math.pi
+    assert summary["sampler"]["ess"] > 0.3
+    assert abs(plaq["mean"] - ref["plaq"]) < 3 * plaq["error"]
+    assert abs(q2 - ref["Q2"]) < 3 * q2_err and q2_err < 0.04 * ref["Q2"]

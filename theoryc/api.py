@@ -385,11 +385,11 @@ def sample_model(th, sampler, model, n, output, options):
     probability-flow ODE's samples with log-weights -S - log q, or an independent-Metropolis
     chain over them). options: those of sample_flow (runtime/models/sampling.py) /
     sample_diffusion (runtime/models/diffusion.py) / sample_exact (runtime/models/likelihood.py)."""
-    from .runtime.errors import SamplerError
     from .runtime.io.ensemble import theory_attrs, write_ensemble
     from .runtime.measure import measure_observables
     exact = bool(options.pop("exact", False)) and sampler == "diffusion"
     conditions = options.pop("condition", None)
+    dtype_option(options)
     if sampler == "flow":
         from .runtime.models import FLOW_KINDS as kinds
         from .runtime.models.sampling import sample_flow as draw
@@ -403,10 +403,7 @@ def sample_model(th, sampler, model, n, output, options):
     model = trained_model(model, th, kinds, options.get("device", "cpu"),
                           exact=sampler == "flow" or exact)
     draw = conditioned(draw, model, conditions, n, exact)
-    if getattr(model, "on_torus", False):        # angles: runtime/models/torus_diffusion.py
-        if exact:
-            raise SamplerError("--exact: a diffusion model of angle fields has no log-density "
-                               "here; sample without --exact")
+    if getattr(model, "on_torus", False) and not exact:   # runtime/models/torus_diffusion.py
         from .runtime.models.torus_diffusion import sample_torus_diffusion as draw
     run = draw(th, model, n, **options) if sampler == "flow" or exact else draw(model, n, **options)
     run.observables = measure_observables(th, run.configs)

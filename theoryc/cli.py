@@ -176,7 +176,9 @@ def compile(theory, sets, emit):
 @click.option("--exact", is_flag=True,
               help="Diffusion: probability-flow ODE samples with their log q, stored as log-weights -S - log q.")
 @click.option("--probes", type=click.IntRange(0), default=None,
-              help="--exact: Hutchinson probes for the divergence (0: exact; default exact up to 16 features, else 4).")
+              help="--exact: Rademacher probes for the divergence (0: exact; default exact up to 16 features, else 1).")
+@click.option("--dilution", type=click.IntRange(1), default=None,
+              help="--exact: split each probe by site mod K in every direction (default 2; 1: plain Hutchinson).")
 @click.option("--independent-metropolis", is_flag=True,
               help="--exact: an independent-Metropolis chain over the ODE samples instead of log-weights.")
 @click.option("--condition", "condition", multiple=True, metavar="VALUE|FILE",
@@ -191,7 +193,7 @@ def compile(theory, sets, emit):
 @friendly
 def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every, integrator, step,
            trajectory_length, trajectory_jitter, fourier_acceleration, mass2, target_accept, scheme, noise_imag, no_adaptive, no_symmetry_moves, compile_steps, model_path, solver,
-           steps, no_metropolis, exact, probes, independent_metropolis, condition, save_every, no_configs,
+           steps, no_metropolis, exact, probes, dilution, independent_metropolis, condition, save_every, no_configs,
            resume, quiet, output, force):
     """Sample THEORY and write an ensemble file."""
     from . import api
@@ -217,8 +219,8 @@ def sample(theory, sampler, n, chains, warmup, seed, sets, device, dtype, every,
         if compile_steps:
             raise UserError("--compile applies to --sampler hmc and langevin")
         options = model_options(sampler, solver=solver, steps=steps, no_metropolis=no_metropolis,
-                                exact=exact, probes=probes,
-                                independent_metropolis=independent_metropolis)
+                                exact=exact, probes=probes, dilution=dilution,
+                                independent_metropolis=independent_metropolis, dtype=dtype)
         if condition:
             options["condition"] = list(condition)
         run = api.sample(th, sampler, n=n, chains=chains, output=output,
@@ -275,20 +277,24 @@ def check_settings(**values) -> None:
                         f"of length {length:g}; use a step of at least {length / 1e5:g}")
 
 
-def model_options(sampler, *, solver, steps, no_metropolis, exact, probes,
-                  independent_metropolis) -> dict:
+def model_options(sampler, *, solver, steps, no_metropolis, exact, probes, dilution,
+                  independent_metropolis, dtype) -> dict:
     """The options of `theoryc sample` that apply to a flow or a diffusion model."""
-    if (probes is not None or independent_metropolis) and not exact:
-        raise UserError("--probes and --independent-metropolis apply to --sampler diffusion --exact")
+    if (probes is not None or dilution is not None or independent_metropolis) and not exact:
+        raise UserError("--probes, --dilution and --independent-metropolis apply to --sampler "
+                        "diffusion --exact")
     if exact and sampler != "diffusion":
         raise UserError("--exact applies to --sampler diffusion (a flow is exact already)")
     if exact and solver != "em":
         raise UserError("--exact integrates the probability-flow ODE itself; drop --solver")
     if sampler == "flow":
         return {"metropolis": not no_metropolis}
-    options = {"exact": True, "metropolis": independent_metropolis} if exact else {"solver": solver}
+    options = ({"exact": True, "metropolis": independent_metropolis, "dtype": dtype} if exact
+               else {"solver": solver})
     if probes is not None:
         options["probes"] = probes
+    if dilution is not None:
+        options["dilution"] = dilution
     if steps:
         options["steps"] = steps
     return options

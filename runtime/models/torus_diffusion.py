@@ -149,6 +149,7 @@ class TorusDiffusionModel(nn.Module):
     kind = "diffusion"
     on_torus = True
     flavour = "score"
+    is_complex = False
 
     def __init__(self, net: nn.Module, schedule: Schedule, *, config_shape, plain, gauge,
                  t_eps: float, settings: dict):
@@ -174,6 +175,19 @@ class TorusDiffusionModel(nn.Module):
     @property
     def dim(self) -> int:
         return len(self.config_shape) - 1
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return self.config_shape             # the network's inputs are derived in `features`
+
+    def from_features(self, x: Tensor) -> Tensor:
+        return wrap(x)
+
+    def uniform_prior(self, n: int, generator) -> Tensor:
+        """n draws of the t = 1 prior, uniform angles in [-pi, pi)."""
+        u = torch.rand((n, *self.config_shape), generator=generator, dtype=self.dtype,
+                       device=self.device)
+        return (u * 2 - 1) * math.pi
 
     def features(self, x: Tensor) -> Tensor:
         """(cos, sin) of the plain angles and of every gauge field's plaquettes."""
@@ -319,21 +333,18 @@ def sample_torus_diffusion(model: TorusDiffusionModel, n: int, *, solver: str = 
         model = model.to(device)
     t_end = model.t_eps if t_end is None else t_end
 
-    def uniform(m, gen):
-        return (torch.rand((m, *model.config_shape), generator=gen, dtype=model.dtype,
-                           device=model.device) * 2 - 1) * math.pi
-
     def finish(x):
         if denoise:
             t = torch.full((x.shape[0],), t_end, dtype=x.dtype, device=x.device)
             x = x + model.schedule.xi(t).reshape(-1, *([1] * (x.dim() - 1))) * model.score(x, t)
         return wrap(x)
 
-    return sample_batches(model, n, uniform, finish, solver=solver, steps=steps, seed=seed,
-                          batch_size=batch_size or min(n, 1024), progress=progress, t_end=t_end,
-                          snr=snr, corrector_steps=corrector_steps, ode_method=ode_method,
-                          rho=rho, settings={"denoise": denoise, "flavour": "score",
-                                             "torus": True, "schedule": model.schedule.name})
+    return sample_batches(model, n, model.uniform_prior, finish, solver=solver, steps=steps,
+                          seed=seed, batch_size=batch_size or min(n, 1024), progress=progress,
+                          t_end=t_end, snr=snr, corrector_steps=corrector_steps,
+                          ode_method=ode_method, rho=rho,
+                          settings={"denoise": denoise, "flavour": "score", "torus": True,
+                                    "schedule": model.schedule.name})
 
 
 # ------------------------------------------------------------------------------------------------
