@@ -6,9 +6,14 @@ the neighbour correlations C(e), C(e + e') say whether a wrong <Q^2> is a wrong 
 distribution or spurious plaquette-plaquette correlations (the exact theory has none at L = 8
 but the O(1/V) of the constraint sum_x P(x) = 2 pi Q).
 
-  python benchmarks/bench_torus_diffusion.py            # the slow test's size (~5 CPU-min)
+Then the exact samples that remove the bias: the probability-flow ODE's samples with their
+log q (40 Heun steps, one diluted probe; likelihood.py), as log-weights -S - log q and as an
+independent-Metropolis chain, each measured by `theoryc.measure` (Gamma-method errors).
+
+  python benchmarks/bench_torus_diffusion.py            # the slow test's size (~15 CPU-min)
   python benchmarks/bench_torus_diffusion.py --gpu      # longer, wider training on cuda
   python benchmarks/bench_torus_diffusion.py --quick    # seconds: checks the script runs
+  python benchmarks/bench_torus_diffusion.py --exact-only --n-exact 8192   # the exact rows only
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import torch
 import theoryc
 from theoryc.runtime.models.circular import wrap
 from theoryc.runtime.models.lattice_gauge import plaquettes
+from theoryc.runtime.models.likelihood import sample_exact
 from theoryc.runtime.models.torus_diffusion import sample_torus_diffusion, train_torus_diffusion
 
 ROOT = Path(__file__).parents[1]
@@ -50,6 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gpu", action="store_true", help="cuda, 16 x 5000 HMC, 20000 steps, width 64")
     ap.add_argument("--quick", action="store_true", help="a seconds-long check of the script")
+    ap.add_argument("--exact-only", action="store_true", help="skip the raw sampler's rows")
+    ap.add_argument("--n-exact", type=int, default=None, help="exact samples per row")
     args = ap.parse_args()
     device = "cuda" if args.gpu else "cpu"
     n_hmc, steps, width, depth, n_samples = ((5000, 20000, 64, 4, 10000) if args.gpu
@@ -69,12 +77,90 @@ def main() -> None:
                                   device=device)
     print(f"training: {steps} steps of 128, width {width}, depth {depth}: "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    for solver, n_steps, seed in (("em", 200, 0), ("em", 200, 5), ("em", 400, 7), ("ode", 100, 0)):
+    raw_rows = () if args.exact_only else (("em", 200, 0), ("em", 200, 5), ("em", 400, 7),
+                                            ("ode", 100, 0))
+    for solver, n_steps, seed in raw_rows:
         t0 = time.perf_counter()
         run = sample_torus_diffusion(model, n_samples, solver=solver, steps=n_steps, seed=seed,
                                      progress=False, device=device)
         show(f"{solver} {n_steps} steps, seed {seed} ({time.perf_counter() - t0:.0f} s)",
              plaquette_stats(run.configs))
+    probe_noise(model, 16 if args.quick else 128)
+    for steps in (20, 40):
+        heun_log_q_error(th, model, 4 if args.quick else 48, steps)
+    n_exact = args.n_exact or (16 if args.quick else 4096)
+    for metropolis in (False, True):
+        t0 = time.perf_counter()
+        run = sample_exact(th, model, n_exact, steps=40, metropolis=metropolis, seed=3,
+                           progress=False, device=device, dtype=torch.float32, batch_size=256)
+        show_exact("exact, " + ("independent Metropolis" if metropolis else "log-weights"),
+                   theoryc.measure(run, theory=th).summary, time.perf_counter() - t0)
+
+
+def probe_noise(model, n: int) -> None:
+    """The noise of log q from the divergence's probes: the same n ODE trajectories (20 Heun
+    steps, float64) with two probe seeds; std of the difference / sqrt 2, per estimator."""
+    from theoryc.runtime.models.likelihood import carry_log_density, prior_draw, probe_colours
+    model = model.to(torch.float64)
+    x1, log_u, project = prior_draw(model, n, torch.Generator().manual_seed(0))
+    for label, probes, spacing in (("4 plain probes", 4, 1), ("1 probe, dilution 2", 1, 2),
+                                   ("1 probe, dilution 4", 1, 4)):
+        t0 = time.perf_counter()
+        log_q = [carry_log_density(model.score, x1, log_u, model.schedule, steps=20,
+                                   t_end=model.t_eps, probes=probes, project=project,
+                                   colours=probe_colours(model.config_shape, spacing),
+                                   generator=torch.Generator().manual_seed(seed))[1]
+                 for seed in (1, 2)]
+        noise = float((log_q[0] - log_q[1]).std()) / math.sqrt(2)
+        print(f"log q noise, {label:20s} {noise:.3f}  ({(time.perf_counter() - t0) / 2:.0f} s "
+              f"per {n} samples, float64)", flush=True)
+    model.to(torch.float32)
+
+
+def heun_log_q_error(th, model, n: int, steps: int) -> None:
+    """log q of the ODE (divergence integrated, dilution 4: its noise ~0.01) against the exact
+    log-density of the discrete Heun map that makes the samples, log u - log |det dx_end/dx_1|
+    (autograd, one backward pass per feature). Their difference biases reweighted averages by
+    about -cov(difference, O), hence its correlation with the plaquette."""
+    from theoryc.runtime.models.likelihood import carry_log_density, prior_draw, probe_colours
+    from theoryc.runtime.models.sde import probability_flow_drift, time_grid
+    model = model.to(torch.float64)
+    x1, log_u, project = prior_draw(model, n, torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    x, log_q = carry_log_density(model.score, x1, log_u, model.schedule, steps=steps,
+                                 t_end=model.t_eps, probes=1, project=project,
+                                 colours=probe_colours(model.config_shape, 4),
+                                 generator=torch.Generator().manual_seed(1))
+    ts = time_grid(steps, model.t_eps, 2.0, dtype=torch.float64)
+    z = x1.clone().requires_grad_(True)
+    y = z
+    for i in range(steps):        # the same Heun steps with the graph kept (no wrap: a shift)
+        t, t_next, h = ts[i].expand(n), ts[i + 1].expand(n), ts[i + 1] - ts[i]
+        k1 = probability_flow_drift(y, t, model.score(y, t), model.schedule)
+        mid = y + h * k1
+        y = y + 0.5 * h * (k1 + probability_flow_drift(mid, t_next, model.score(mid, t_next),
+                                                       model.schedule))
+    y = y.flatten(1)
+    rows = [torch.autograd.grad(y[:, j].sum(), z, retain_graph=True)[0].flatten(1)
+            for j in range(y.shape[1])]
+    exact = log_u - torch.linalg.slogdet(torch.stack(rows, 1))[1]
+    error = (log_q - exact).detach()
+    cos_p = torch.cos(plaquettes(x)).flatten(1).mean(1)
+    corr = float(torch.corrcoef(torch.stack([error, cos_p]))[0, 1])
+    print(f"log q - exact log q of the Heun map, {steps} steps: mean {float(error.mean()):+.4f} "
+          f"spread {float(error.std()):.4f}, correlation with cos P {corr:+.2f} "
+          f"({n} samples, {time.perf_counter() - t0:.0f} s)", flush=True)
+    model.to(torch.float32)
+
+
+def show_exact(label: str, summary: dict, seconds: float) -> None:
+    sampler, plaq = summary["sampler"], summary["observables"]["plaq"]
+    chi = summary["estimates"]["chi_t"]
+    n = summary["run"]["chains"] * summary["run"]["configurations"]
+    rate = f"{n} in {seconds:.0f} s ({n / seconds:.1f}/s)"
+    print(f"{label:34s} acceptance {sampler.get('acceptance', float('nan')):.3f} "
+          f"ESS {sampler['ess']:.3f}  <cos P> {plaq['mean']:.5f}({plaq['error']:.5f})  "
+          f"<Q^2> {chi['mean'] * 64:.4f}({chi['error'] * 64:.4f})  {rate}", flush=True)
 
 
 if __name__ == "__main__":

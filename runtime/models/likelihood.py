@@ -17,8 +17,9 @@ The divergence is the trace of the Jacobian of v:
 - diluted (the default on lattices): each Rademacher vector split into one probe per colour
   class, a channel's sites x mod `dilution` in each direction (2^d classes per channel at
   dilution 2). A score learnt on a lattice is local, so its Jacobian's large entries join near
-  neighbours, which then sit in different classes and add no noise: on 2-d U(1) at L = 8 the
-  noise of log q was 0.13 at 8 passes per evaluation against 0.67 with 4 plain probes.
+  neighbours, which then sit in different classes and add no noise: on 2-d U(1) at L = 8 (20
+  steps) the noise of log q was 0.21 at 8 passes per evaluation against 1.11 with 4 plain probes
+  (benchmarks/bench_torus_diffusion.py).
 Heun's method integrates x and log q together on sde.time_grid, as the ODE sampler does.
 """
 from __future__ import annotations
