@@ -123,7 +123,7 @@ def heun_log_q_error(th, model, n: int, steps: int) -> None:
     (autograd, one backward pass per feature). Their difference biases reweighted averages by
     about -cov(difference, O), hence its correlation with the plaquette."""
     from theoryc.runtime.models.likelihood import carry_log_density, prior_draw, probe_colours
-    from theoryc.runtime.models.sde import probability_flow_drift, time_grid
+    from theoryc.runtime.models.sde import integrate_reverse
     model = model.to(torch.float64)
     x1, log_u, project = prior_draw(model, n, torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
@@ -131,16 +131,10 @@ def heun_log_q_error(th, model, n: int, steps: int) -> None:
                                  t_end=model.t_eps, probes=1, project=project,
                                  colours=probe_colours(model.config_shape, 4),
                                  generator=torch.Generator().manual_seed(1))
-    ts = time_grid(steps, model.t_eps, 2.0, dtype=torch.float64)
     z = x1.clone().requires_grad_(True)
-    y = z
-    for i in range(steps):        # the same Heun steps with the graph kept (no wrap: a shift)
-        t, t_next, h = ts[i].expand(n), ts[i + 1].expand(n), ts[i + 1] - ts[i]
-        k1 = probability_flow_drift(y, t, model.score(y, t), model.schedule)
-        mid = y + h * k1
-        y = y + 0.5 * h * (k1 + probability_flow_drift(mid, t_next, model.score(mid, t_next),
-                                                       model.schedule))
-    y = y.flatten(1)
+    # the same Heun steps with the graph kept (no wrap: it only shifts by 2 pi)
+    y = integrate_reverse(model.score, z, model.schedule, solver="ode", ode_method="heun",
+                          steps=steps, t_end=model.t_eps, rho=2.0).flatten(1)
     rows = [torch.autograd.grad(y[:, j].sum(), z, retain_graph=True)[0].flatten(1)
             for j in range(y.shape[1])]
     exact = log_u - torch.linalg.slogdet(torch.stack(rows, 1))[1]
